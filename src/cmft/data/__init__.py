@@ -1,0 +1,16 @@
+"""Data: tracklets, dataset readers, frame sampling, the cross-modal sampler, clip transforms, loaders."""
+
+from cmft.data.datasets.hitsz_vcm import DatasetFormatError, decode_frame_name, load_hitsz_vcm
+from cmft.data.loader import ClipDataset, CrossModalPairDataset, build_test_loader, build_train_loader, read_frames
+from cmft.data.samplers import CrossModalIdentitySampler
+from cmft.data.sampling import frame_pools, sample_frame_indices
+from cmft.data.summary import dataset_summary, split_counts
+from cmft.data.transforms import ClipAugment, build_clip_transform
+from cmft.data.types import DIRECTIONS, MODALITIES, Direction, Modality, Tracklet, VIDataset
+
+__all__ = [
+    "DIRECTIONS", "MODALITIES", "ClipAugment", "ClipDataset", "CrossModalIdentitySampler", "CrossModalPairDataset",
+    "DatasetFormatError", "Direction", "Modality", "Tracklet", "VIDataset", "build_clip_transform",
+    "build_test_loader", "build_train_loader", "dataset_summary", "decode_frame_name", "frame_pools",
+    "load_hitsz_vcm", "read_frames", "sample_frame_indices", "split_counts",
+]

@@ -1,0 +1,52 @@
+"""Clip transforms: one set of random parameters for every frame of a clip (a clip is one motion).
+
+torchvision's v2 transforms draw their parameters once per call and apply them to all leading
+dimensions, so a ``(T, 3, H, W)`` clip is flipped, cropped, jittered and erased as one image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.transforms import v2
+
+from cmft.data.types import Modality
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ClipAugment:
+    """Augmentation strengths (paper §4.2: flip and random erasing; IR also colour jitter and blur)."""
+
+    flip_p: float = 0.5
+    pad: int = 10  # pad-and-crop back to size
+    erase_p: float = 0.5
+    ir_jitter: float = 0.3  # brightness and contrast factor range, IR only
+    ir_blur_p: float = 0.5
+    ir_blur_kernel: int = 5
+    ir_blur_sigma: tuple[float, float] = (0.1, 2.0)
+
+
+def build_clip_transform(
+    modality: Modality, train: bool, height: int, width: int, augment: ClipAugment = ClipAugment()
+) -> v2.Compose:
+    """uint8 clip ``(T, 3, h, w)`` -> normalised float ``(T, 3, height, width)``; augmented when ``train``."""
+    if modality not in ("rgb", "ir"):
+        raise ValueError(f"unknown modality {modality!r}; choose 'rgb' or 'ir'")
+    steps: list[torch.nn.Module] = [v2.Resize((height, width), antialias=True)]
+    if train:
+        steps += [v2.RandomHorizontalFlip(augment.flip_p)]
+        if augment.pad > 0:
+            steps += [v2.Pad(augment.pad), v2.RandomCrop((height, width))]
+        if modality == "ir":
+            steps += [
+                v2.ColorJitter(brightness=augment.ir_jitter, contrast=augment.ir_jitter),
+                v2.RandomApply([v2.GaussianBlur(augment.ir_blur_kernel, augment.ir_blur_sigma)], p=augment.ir_blur_p),
+            ]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if train and augment.erase_p > 0:
+        steps += [v2.RandomErasing(p=augment.erase_p, value=0.0)]
+    return v2.Compose(steps)

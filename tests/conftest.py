@@ -1,0 +1,64 @@
+"""Shared fixtures: the golden folder beside the checkout and a tiny HITSZ-VCM tree written on the fly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+GOLDEN = SHARED / "golden"
+
+
+@pytest.fixture(scope="session")
+def golden() -> Path:
+    if not GOLDEN.is_dir():
+        pytest.skip(f"golden reference outputs not found at {GOLDEN} (they live in ../shared beside the checkout)")
+    return GOLDEN
+
+
+def write_vcm_tree(
+    root: Path,
+    train: list[tuple[int, int, int, int]],
+    test: list[tuple[int, int, int, int]],
+    size: tuple[int, int] = (16, 8),
+    seed: int = 0,
+) -> Path:
+    """Write a HITSZ-VCM tree from ``(modality, pid, cam, n_frames)`` rows; IR test rows become the queries."""
+    rng = np.random.default_rng(seed)
+    (root / "info").mkdir(parents=True, exist_ok=True)
+    for split, rows in (("train", train), ("test", test)):
+        names: list[str] = []
+        info: list[str] = []
+        next_frame: dict[tuple[int, int, int], int] = {}
+        for t, (mod, pid, cam, n) in enumerate(rows, 1):
+            start = len(names) + 1
+            folder = root / f"{pid:04d}" / ("ir" if mod == 1 else "rgb") / f"D{cam}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for _ in range(n):
+                f = next_frame.get((mod, pid, cam), 1)
+                next_frame[(mod, pid, cam)] = f + 1
+                names.append(f"{pid:04d}M{mod}D{cam}T{t}F{f}.jpg")
+                h, w = size
+                if mod == 1:
+                    Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8), "L").save(folder / f"{f}.jpg")
+                else:
+                    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "RGB").save(folder / f"{f}.jpg")
+            info.append(f"{mod} {start} {len(names)} {pid} {cam}")
+        (root / "info" / f"{split}_name.txt").write_text("\n".join(names) + "\n")
+        (root / "info" / f"track_{split}_info.txt").write_text("\n".join(info) + "\n")
+    query = [str(i) for i, (mod, *_rest) in enumerate(test, 1) if mod == 1]
+    (root / "info" / "query_IDX.txt").write_text(" ".join(query) + "\n")
+    return root
+
+
+TINY_TRAIN = [(1, 5, 1, 12), (2, 5, 2, 14), (1, 9, 3, 13), (2, 9, 1, 12), (2, 9, 2, 5), (1, 2, 2, 20), (2, 2, 3, 12)]
+TINY_TEST = [(1, 101, 1, 12), (2, 101, 2, 15), (1, 102, 2, 16), (2, 102, 1, 12), (2, 102, 3, 11)]
+
+
+@pytest.fixture()
+def tiny_vcm(tmp_path: Path) -> Path:
+    """3 train ids (5, 9, 2), 2 test ids; one train and one test tracklet are below 12 frames."""
+    return write_vcm_tree(tmp_path / "vcm", TINY_TRAIN, TINY_TEST)
