@@ -110,3 +110,31 @@ def test_sampler_errors() -> None:
         CrossModalIdentitySampler(_labels({0: 1, 1: 1}), _labels({0: 1, 1: 1}), 2, 2)
     with pytest.raises(ValueError, match="rank 2"):
         CrossModalIdentitySampler(RGB, IR, 2, 2, num_replicas=2, rank=2)
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out: dict) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        rgb = _labels({i: 6 for i in range(10)})
+        ir = _labels({i: 5 for i in range(10)})
+        s = CrossModalIdentitySampler(rgb, ir, 2, 2, seed=7)  # rank and world size from the process group
+        s.set_epoch(1)
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, [tuple(b) for b in s.batches()])
+        if rank == 0:
+            out["batches"] = gathered
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sampler_under_a_real_gloo_process_group(tmp_path) -> None:
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True)
+        per_rank = out["batches"]
+    assert len(per_rank) == 2 and len(per_rank[0]) == len(per_rank[1]) > 0
+    assert not set(per_rank[0]) & set(per_rank[1])

@@ -97,8 +97,8 @@ def build_train_loader(
     num_instances: int = 4,
     workers: int = 2,
     seed: int = 0,
-    num_replicas: int = 1,
-    rank: int = 0,
+    num_replicas: int | None = None,
+    rank: int | None = None,
     augment: ClipAugment = ClipAugment(),
 ) -> DataLoader:
     """Batches ``{"rgb": (P*K, T, 3, H, W), "ir": ..., "label": (P*K,)}`` from the P x K cross-modal sampler.

@@ -15,8 +15,8 @@ class CrossModalIdentitySampler(Sampler[tuple[int, int]]):
     A batch holds P distinct identities, K pairs each (RGB tracklet i and IR tracklet i share an
     identity), drawn without replacement when an identity has at least K tracklets of a modality.
     An epoch has ``min(#rgb, #ir) // (P * K)`` batches. Under DistributedDataParallel every rank
-    builds the same epoch from ``seed + epoch`` and takes a disjoint share of the batches; call
-    :meth:`set_epoch` each epoch.
+    builds the same epoch from ``seed + epoch`` and takes a disjoint share of the batches (rank and
+    world size default to the initialised process group's); call :meth:`set_epoch` each epoch.
     """
 
     def __init__(
@@ -26,9 +26,14 @@ class CrossModalIdentitySampler(Sampler[tuple[int, int]]):
         num_ids: int,
         num_instances: int,
         seed: int = 0,
-        num_replicas: int = 1,
-        rank: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
     ) -> None:
+        if num_replicas is None or rank is None:
+            dist = torch.distributed
+            on = dist.is_available() and dist.is_initialized()
+            num_replicas = num_replicas if num_replicas is not None else (dist.get_world_size() if on else 1)
+            rank = rank if rank is not None else (dist.get_rank() if on else 0)
         if num_ids < 1 or num_instances < 1:
             raise ValueError(f"need P >= 1 identities and K >= 1 instances, got P={num_ids}, K={num_instances}")
         if not 0 <= rank < num_replicas:

@@ -1,0 +1,43 @@
+"""Embedding a split and scoring both directions: one extraction per set, directions are each other's swap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cmft.data import load_hitsz_vcm
+from cmft.evaluation import evaluate_features
+from cmft.evaluation.retrieval import ClipSpec, evaluate_directions, extract_embeddings
+from cmft.models import GreyMotionDescriptor
+
+
+def test_extract_embeddings_order_labels_and_flip(tiny_vcm: Path) -> None:
+    ds = load_hitsz_vcm(tiny_vcm)
+    spec = ClipSpec(seq_len=4, height=32, width=16, batch_size=1, workers=0)
+    calls: list[tuple[int, int]] = []
+    e = extract_embeddings(GreyMotionDescriptor((4, 2)), ds.gallery_rgb, spec, progress=lambda d, t: calls.append((d, t)))
+    assert e.feats.shape == (2, 16)
+    assert e.pids.tolist() == [t.pid for t in ds.gallery_rgb] and e.camids.tolist() == [t.camid for t in ds.gallery_rgb]
+    assert calls == [(1, 2), (2, 2)]
+    flipped = extract_embeddings(GreyMotionDescriptor((4, 2)), ds.gallery_rgb, ClipSpec(4, 32, 16, 1, 0, flip=True))
+    assert not torch.allclose(flipped.feats, e.feats)
+
+
+def test_directions_swap_query_and_gallery(tiny_vcm: Path) -> None:
+    ds = load_hitsz_vcm(tiny_vcm)
+    spec = ClipSpec(seq_len=4, height=32, width=16, workers=0)
+    seen: list[str] = []
+
+    def embed(clips: torch.Tensor, modality: str) -> torch.Tensor:
+        seen.append(modality)
+        return GreyMotionDescriptor((4, 2))(clips)
+
+    res = evaluate_directions(embed, ds, spec)
+    assert set(res) == {"ir2rgb", "rgb2ir"} and seen == ["ir", "rgb"]  # each set embedded once
+    ir = extract_embeddings(GreyMotionDescriptor((4, 2)), ds.query_ir, spec)
+    rgb = extract_embeddings(GreyMotionDescriptor((4, 2)), ds.gallery_rgb, spec)
+    expect = evaluate_features(rgb.feats, ir.feats, rgb.pids, ir.pids, rgb.camids, ir.camids, protocol="hitsz_vcm")
+    np.testing.assert_allclose(res["rgb2ir"]["cmc"], expect["cmc"])
+    assert res["rgb2ir"]["mAP"] == expect["mAP"]
