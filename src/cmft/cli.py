@@ -160,5 +160,38 @@ def baseline(
     console.print(f"chance Rank-1 is about {100 / n_ids:.1f}% ({n_ids} gallery identities)")
 
 
+@app.command()
+def profile(
+    model: Annotated[str, typer.Option(help="registered model whose backbone the variants share")] = "cmft_r50",
+    seq_len: Annotated[int, typer.Option(help="frames per clip")] = 6,
+    height: Annotated[int, typer.Option(help="frame height")] = 256,
+    width: Annotated[int, typer.Option(help="frame width")] = 128,
+    as_json: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="also write the table as markdown here")] = None,
+) -> None:
+    """Parameters and FLOPs of every paper Table 2 / Table 3 fusion variant, beside the paper's numbers."""
+    from cmft.models import list_models
+    from cmft.models.profile import profile_markdown, profile_variants
+
+    if model not in list_models():
+        _fail(f"unknown model {model!r}; available: {', '.join(list_models())}")
+    with err.status("counting parameters and FLOPs (fvcore) for 10 variants..."):
+        rows = profile_variants(model, seq_len, height, width)
+    setting = f"{model}, {seq_len} frames of {height}x{width} per modality"
+    if out is not None:
+        out.write_text(profile_markdown(rows, setting))
+    if as_json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    table = Table(title=f"fusion variants: {setting} (FLOPs = multiply-adds)")
+    for col in ("variant", "params total", "params fusion", "Conv6 CCF", "FLOPs total", "FLOPs fusion", "paper params", "paper FLOPs"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for r in rows:
+        conv6 = "-" if r.params_ccf_conv6 is None else f"{r.params_ccf_conv6 / 1e6:.2f}M"
+        table.add_row(r.variant, f"{r.params_total / 1e6:.2f}M", f"{r.params_fusion / 1e6:.2f}M", conv6,
+                      f"{r.flops_total / 1e9:.2f}G", f"{r.flops_fusion / 1e9:.3f}G", r.paper_params, r.paper_flops)
+    console.print(table)
+
+
 def main() -> None:
     app()
