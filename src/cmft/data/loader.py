@@ -85,7 +85,8 @@ class CrossModalPairDataset(Dataset):
 
 
 def _worker_kwargs(workers: int) -> dict:
-    return {"num_workers": workers, "persistent_workers": workers > 0, "pin_memory": torch.cuda.is_available()}
+    # fresh workers each epoch: their seeds then follow the main RNG, so a resumed run draws the same frames
+    return {"num_workers": workers, "pin_memory": torch.cuda.is_available()}
 
 
 def build_train_loader(

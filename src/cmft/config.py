@@ -1,0 +1,200 @@
+"""Run configuration: typed sections read from YAML, dotted ``key=value`` overrides, saved with every run."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    """Where the dataset is and how clips and batches are made."""
+
+    root: str = "out/synth"  # HITSZ-VCM layout
+    seq_len: int = 6  # frames per training clip
+    height: int = 256
+    width: int = 128
+    num_ids: int = 8  # P identities per batch
+    num_instances: int = 4  # K tracklets per identity and modality
+    workers: int = 2
+    skip_missing: bool = False  # drop frames listed but missing on disk
+
+
+@dataclass
+class ModelConfig:
+    """A registered model and its overrides (see ``cmft.models.create_model``)."""
+
+    name: str = "cmft_r50"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """The objective of each stage (paper §3.4.4): stage 1 = L_ID + L_Cross, stage 2 = L_ID + l1 MSRL + l2 MDL."""
+
+    warm_epochs: int = 8  # epochs of stage 1
+    id_weight: float = 1.0
+    label_smoothing: float = 0.1
+    cross: str = "lcross"  # stage-1 metric loss: lcross (paper), wrt, hct, triplet (all samples), none
+    cross_weight: float = 1.0
+    margin: float = 0.1
+    msrl_weight: float = 0.3  # lambda_1
+    msrl_metric: str = "euclidean"  # or cosine
+    msrl_normalize: bool = False
+    mdl_weight: float = 0.7  # lambda_2
+    mdl_negatives: str = "dynamic"  # or hard, all
+    mdl_normalize: bool = False
+    stage2_cross_weight: float = 0.0  # keep some L_Cross in stage 2 (the paper uses 0)
+    metric_on: str = "feat"  # metric losses on embeddings before ("feat") or after ("bn") the BN neck
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule (per epoch, with a linear warm-up)."""
+
+    name: str = "sgd"  # or adamw
+    lr: float = 0.01  # for the new layers; the pretrained backbone gets lr * backbone_lr_mult
+    backbone_lr_mult: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "step"  # or cosine
+    milestones: list[int] = field(default_factory=lambda: [16, 22])
+    gamma: float = 0.1
+    warmup_epochs: int = 2
+    clip_grad: float | None = 10.0  # max gradient norm, None to disable
+
+
+@dataclass
+class TrainConfig:
+    """The loop: length, precision, evaluation and logging cadence, seed."""
+
+    epochs: int = 24
+    amp: str = "auto"  # auto (bf16 on CUDA and bf16-capable CPUs), bf16, fp16 (CUDA, with a scaler), fp32
+    channels_last: bool = True
+    eval_every: int = 4  # epochs; 0 = only at the end
+    log_every: int = 10  # steps between JSON-lines records
+    seed: int = 0
+    max_steps_per_epoch: int | None = None  # cap for quick runs and benchmarks
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+
+
+@dataclass
+class EvalConfig:
+    """Test clips (first frame of each chunk) and feature options."""
+
+    seq_len: int = 6
+    batch_size: int = 32
+    flip: bool = False  # average with the mirrored clip
+
+
+@dataclass
+class Config:
+    """A whole run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is wrong; the message names the key."""
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against a field type (ints widen to floats; ``None`` where optional)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, where) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {names}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        key = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a section (mapping), got {value!r}")
+            kwargs[name] = _build(tp, value, key)
+        else:
+            kwargs[name] = _coerce(value, tp, key)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build a :class:`Config` from nested mappings, rejecting unknown keys and wrong types."""
+    return _build(Config, data or {}, "")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a nested mapping, in place."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (``None``: the defaults), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        return config_from_dict(apply_overrides(data, overrides or []))
+    except ConfigError as e:
+        raise ConfigError(f"{path or 'config'}: {e}") from None
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved configuration as YAML (what the run actually used)."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,84 @@
+"""Self-describing checkpoints, written atomically, read with ``weights_only=True``.
+
+A checkpoint holds the resolved config, the model's name and constructor arguments, the stage and
+epoch, the weights, optimiser / scheduler / scaler states and every RNG state, so a run resumes
+exactly and a model can be rebuilt from the file alone.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "cmft-checkpoint-v1"
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and CUDA RNG states in types that ``weights_only`` loading accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save({"format": FORMAT, **payload}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a cmft checkpoint safely; a clear error for a missing, torn or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot read as a checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a cmft checkpoint (no '{FORMAT}' marker)")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any] | str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
+    from cmft.models.cmft import CMFT
+
+    if not isinstance(ckpt, dict):
+        ckpt = load_checkpoint(ckpt)
+    args = dict(ckpt["model_args"])
+    args["pretrained"] = None  # the weights come from the checkpoint
+    args["pool_grid"] = tuple(args.get("pool_grid", (16, 8)))
+    model = CMFT(**args)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval()

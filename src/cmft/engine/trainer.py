@@ -1,0 +1,301 @@
+"""The training loop: two-stage progressive learning, AMP, checkpoints with exact resume, periodic evaluation.
+
+Read it top to bottom: :func:`train` sets up data, model, optimiser and run folder, then loops over
+epochs and steps. Everything a run writes lives in its run folder: ``config.yaml``, ``last.pt``,
+``best.pt``, ``log.jsonl`` and ``tb/`` (TensorBoard).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from cmft.config import Config, config_from_dict, save_config
+from cmft.data.datasets.hitsz_vcm import load_hitsz_vcm
+from cmft.data.loader import build_train_loader
+from cmft.data.types import VIDataset
+from cmft.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from cmft.engine.distributed import DistInfo, barrier, broadcast_object, init_distributed, shutdown
+from cmft.engine.optim import build_optimizer, build_scheduler
+from cmft.losses.objective import Objective
+from cmft.models.registry import create_model
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Reporter(Protocol):
+    """What a front end (a progress bar) hears from the loop. Every method is optional."""
+
+    def epoch_start(self, epoch: int, stage: int, steps: int) -> None: ...
+    def step(self, epoch: int, step: int, parts: dict[str, float], lr: float, clips_per_s: float) -> None: ...
+    def epoch_end(self, epoch: int, record: dict[str, Any]) -> None: ...
+    def evaluating(self, epoch: int) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    """Where the run is and how it ended."""
+
+    run_dir: Path
+    epochs_done: int
+    best: dict[str, Any] | None
+    last_eval: dict[str, Any] | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available on this machine")
+    return dev
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.amp`` (``None`` = full precision)."""
+    if amp == "fp32":
+        return None
+    if amp == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ValueError("train.amp=fp16 needs CUDA; on a CPU use bf16 or fp32")
+        return torch.float16
+    raise ValueError(f"train.amp must be auto, bf16, fp16 or fp32, got {amp!r}")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _call(reporter: Reporter | None, method: str, *args: Any) -> None:
+    fn = getattr(reporter, method, None)
+    if fn is not None:
+        fn(*args)
+
+
+class _Logger:
+    """JSON lines always; TensorBoard when the package is installed. Main process only."""
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        self.file = open(run_dir / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tb"))
+        except ImportError:
+            warnings.warn("tensorboard is not installed: logging to log.jsonl only", stacklevel=2)
+
+    def log(self, record: dict[str, Any], step: int) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("epoch", "step"):
+                    self.tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def _eval_score(metrics: dict[str, Any]) -> float:
+    """The number the best checkpoint maximises: mean mAP over both directions."""
+    return float(np.mean([m["mAP"] for m in metrics.values()]))
+
+
+def evaluate_model(model: torch.nn.Module, dataset: VIDataset, cfg: Config, device: torch.device, autocast: torch.dtype | None) -> dict[str, Any]:
+    """Both HITSZ-VCM directions for a model (``{"ir2rgb": metrics, "rgb2ir": metrics}``)."""
+    from cmft.evaluation.retrieval import ClipSpec, evaluate_directions
+
+    spec = ClipSpec(cfg.eval.seq_len, cfg.data.height, cfg.data.width, cfg.eval.batch_size, cfg.data.workers, cfg.eval.flip)
+
+    def embed(clips: torch.Tensor, modality: str) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            return model.embed(clips, modality)
+
+    # evaluating must not move the training RNG (a resumed run would draw other batches)
+    state = (random.getstate(), np.random.get_state())
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        out = evaluate_directions(embed, dataset, spec, device)
+    random.setstate(state[0])
+    np.random.set_state(state[1])
+    return out
+
+
+def train(
+    cfg: Config, run_dir: str | Path, resume: bool = False, reporter: Reporter | None = None, dataset: VIDataset | None = None
+) -> TrainResult:
+    """Train (or resume) a run in ``run_dir``; returns the best and last evaluation."""
+    run_dir = Path(run_dir)
+    device = resolve_device(cfg.train.device)
+    dist_info: DistInfo = init_distributed(str(device))
+    if dist_info.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+    ckpt_path = run_dir / "last.pt"
+    ckpt = None
+    if ckpt_path.exists():
+        if not resume:
+            raise FileExistsError(f"{run_dir} already holds a run (last.pt): resume it or choose another folder")
+        ckpt = load_checkpoint(ckpt_path)
+        cfg = config_from_dict(ckpt["config"])  # a resumed run keeps its own configuration
+    elif resume:
+        raise FileNotFoundError(f"{ckpt_path}: nothing to resume")
+    seed_everything(cfg.train.seed + dist_info.rank)
+
+    # data
+    if dataset is None:
+        dataset = load_hitsz_vcm(cfg.data.root, skip_missing=cfg.data.skip_missing)
+    d = cfg.data
+    loader = build_train_loader(dataset, d.seq_len, d.height, d.width, d.num_ids, d.num_instances, d.workers,
+                                cfg.train.seed, dist_info.world_size, dist_info.rank)
+    steps_per_epoch = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader), cfg.train.max_steps_per_epoch)
+
+    # model, optimiser, precision
+    model = create_model(cfg.model.name, num_classes=dataset.num_train_pids, **cfg.model.args).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.epochs, steps_per_epoch)
+    amp_dtype = autocast_dtype(cfg.train.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    objective = Objective(cfg.loss)
+
+    start_epoch, best, history = 0, None, []
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, best, history = ckpt["epoch"] + 1, ckpt.get("best"), list(ckpt.get("history", []))
+        set_rng_state(ckpt["rng"])
+    train_model: torch.nn.Module = model
+    if dist_info.enabled:
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    if dist_info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    logger = _Logger(run_dir, dist_info.is_main)
+    last_eval = history[-1]["eval"] if history and "eval" in history[-1] else None
+    try:
+        for epoch in range(start_epoch, cfg.train.epochs):
+            stage = objective.stage(epoch)
+            loader.sampler.set_epoch(epoch)
+            model.train()
+            _call(reporter, "epoch_start", epoch, stage, steps_per_epoch)
+            sums: dict[str, float] = {}
+            t0, clips = time.perf_counter(), 0
+            for step, batch in enumerate(loader):
+                if step >= steps_per_epoch:
+                    break
+                rgb = batch["rgb"].to(device, non_blocking=True)
+                ir = batch["ir"].to(device, non_blocking=True)
+                labels = batch["label"].to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    out = train_model(rgb=rgb, ir=ir)
+                loss, parts = objective(out, labels, stage)
+                diverged = not math.isfinite(float(loss.detach()))
+                if broadcast_object(diverged, dist_info):
+                    raise TrainingDiverged(
+                        f"loss became {float(loss.detach())} at epoch {epoch} step {step} (parts {parts}); "
+                        f"the last good checkpoint is {ckpt_path if ckpt_path.exists() else 'none yet'}. "
+                        "Lower optim.lr, set optim.clip_grad, or try train.amp=fp32."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.optim.clip_grad:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                clips += 2 * len(labels) * dist_info.world_size
+                parts["total"] = float(loss.detach())
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                lr = max(g["lr"] for g in optimizer.param_groups)
+                rate = clips / max(time.perf_counter() - t0, 1e-9)
+                _call(reporter, "step", epoch, step, parts, lr, rate)
+                if dist_info.is_main and (step + 1) % cfg.train.log_every == 0:
+                    logger.log({"kind": "train", "epoch": epoch, "step": epoch * steps_per_epoch + step, "stage": stage,
+                                "lr": lr, "clips_per_s": rate, **parts}, epoch * steps_per_epoch + step)
+            n = max(steps_per_epoch, 1)
+            record: dict[str, Any] = {"epoch": epoch, "stage": stage, "seconds": time.perf_counter() - t0,
+                                      "clips_per_s": clips / max(time.perf_counter() - t0, 1e-9),
+                                      **{f"loss_{k}": v / n for k, v in sums.items()}}
+            last_epoch = epoch == cfg.train.epochs - 1
+            due = last_epoch or (cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0)
+            is_best = False
+            if due:
+                if dist_info.is_main:
+                    _call(reporter, "evaluating", epoch)
+                    metrics = evaluate_model(model, dataset, cfg, device, amp_dtype)
+                    last_eval = _jsonable({"epoch": epoch, "score": _eval_score(metrics), **metrics})
+                    record["eval"] = last_eval
+                    is_best = best is None or last_eval["score"] > best["score"]
+                    if is_best:
+                        best = last_eval
+                    logger.log({"kind": "eval", "epoch": epoch, "score": last_eval["score"],
+                                **{f"{dn}_{k}": (float(m["cmc"][0]) if k == "rank1" else float(m[k]))
+                                   for dn, m in metrics.items() for k in ("rank1", "mAP", "mINP")}}, (epoch + 1) * steps_per_epoch)
+                barrier(dist_info)
+            history.append(_jsonable(record))
+            if dist_info.is_main:
+                logger.log({"kind": "epoch", **{k: v for k, v in record.items() if k != "eval"}}, (epoch + 1) * steps_per_epoch)
+                payload = {
+                    "config": cfg.to_dict(), "model_name": cfg.model.name, "model_args": model.args,
+                    "num_classes": dataset.num_train_pids, "epoch": epoch, "stage": stage,
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(), "rng": rng_state(), "best": best, "history": history,
+                }
+                save_checkpoint(ckpt_path, payload)
+                if is_best:
+                    save_checkpoint(run_dir / "best.pt", payload)
+            _call(reporter, "epoch_end", epoch, record)
+    finally:
+        logger.close()
+        shutdown(dist_info)
+    return TrainResult(run_dir, len(history), best, last_eval, history)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Metrics with NumPy arrays turned into lists (checkpoints load with ``weights_only``)."""
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
