@@ -62,3 +62,22 @@ TINY_TEST = [(1, 101, 1, 12), (2, 101, 2, 15), (1, 102, 2, 16), (2, 102, 1, 12),
 def tiny_vcm(tmp_path: Path) -> Path:
     """3 train ids (5, 9, 2), 2 test ids; one train and one test tracklet are below 12 frames."""
     return write_vcm_tree(tmp_path / "vcm", TINY_TRAIN, TINY_TEST)
+
+
+TRAIN4 = [(m, pid, cam, 14) for pid in (1, 2, 3, 4) for m, cam in ((1, 1), (2, 2), (1, 3), (2, 1))]
+TEST3 = [(m, pid, cam, 13) for pid in (11, 12, 13) for m, cam in ((1, 1), (2, 2), (2, 1))]
+
+
+@pytest.fixture(scope="session")
+def vcm4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 train ids with 2 tracklets per modality, 3 test ids: enough for P=2 x K=2 training batches."""
+    return write_vcm_tree(tmp_path_factory.mktemp("vcm4"), TRAIN4, TEST3, size=(32, 16))
+
+
+def tiny_train_overrides(root: Path, *extra: str) -> list[str]:
+    """A CPU-quick training run on :func:`vcm4` (ResNet-18, 64x32 frames, 3-frame clips)."""
+    return [
+        f"data.root={root}", "data.height=64", "data.width=32", "data.seq_len=3", "data.num_ids=2",
+        "data.num_instances=2", "data.workers=0", "model.name=cmft_r18", "loss.warm_epochs=1",
+        "train.eval_every=1", "eval.seq_len=3", "optim.warmup_epochs=1", "train.amp=fp32", "train.epochs=3", *extra,
+    ]

@@ -1,0 +1,100 @@
+"""The training engine: config validation, the stage switch, exact resume after a crash, the NaN guard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_train_overrides
+
+from cmft.config import ConfigError, LossConfig, load_config
+from cmft.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from cmft.engine.trainer import TrainingDiverged, train
+from cmft.losses.objective import Objective
+
+
+def test_config_overrides_and_errors(tmp_path: Path) -> None:
+    cfg = load_config(None, ["optim.lr=0.05", "data.num_ids=4", "model.args={start: 6}", "optim.clip_grad=null"])
+    assert cfg.optim.lr == 0.05 and cfg.data.num_ids == 4 and cfg.model.args == {"start": 6} and cfg.optim.clip_grad is None
+    with pytest.raises(ConfigError, match=r"optim: unknown key\(s\) \['lrate'\]; valid keys"):
+        load_config(None, ["optim.lrate=1"])
+    with pytest.raises(ConfigError, match=r"train.epochs: expected int"):
+        load_config(None, ["train.epochs=many"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.yaml")
+
+
+def test_every_shipped_config_loads() -> None:
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+    assert configs, "no configs shipped"
+    for path in configs:
+        load_config(path)
+
+
+def test_objective_stages() -> None:
+    obj = Objective(LossConfig(warm_epochs=2))
+    assert [obj.stage(e) for e in range(4)] == [1, 1, 2, 2]
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 0, 1, 1])
+    out = {k: torch.randn(4, 8) for k in ("feat_rgb", "feat_ir", "feat_fused", "bn_rgb", "bn_ir", "bn_fused")}
+    out |= {k: torch.randn(4, 3) for k in ("logits_rgb", "logits_ir", "logits_fused")}
+    total1, parts1 = obj(out, labels, 1)
+    total2, parts2 = obj(out, labels, 2)
+    assert set(parts1) == {"id", "cross"} and set(parts2) == {"id", "msrl", "mdl"}
+    assert total1.item() == pytest.approx(sum(parts1.values()), rel=1e-6)
+    assert parts1["id"] == parts2["id"]
+
+
+def test_crash_and_resume_is_exact(vcm4: Path, tmp_path: Path) -> None:
+    cfg = load_config(None, tiny_train_overrides(vcm4))
+    straight = train(cfg, tmp_path / "a")
+
+    class Crash:
+        def epoch_end(self, epoch: int, record: dict) -> None:
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "b", reporter=Crash())
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+    with pytest.raises(FileExistsError, match="resume it"):
+        train(cfg, tmp_path / "b")
+    resumed = train(cfg, tmp_path / "b", resume=True)
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert [h["loss_total"] for h in a["history"]] == [h["loss_total"] for h in b["history"]]
+    assert [h["stage"] for h in b["history"]] == [1, 2, 2]
+    assert resumed.best == straight.best and (tmp_path / "b" / "best.pt").exists()
+    assert (tmp_path / "b" / "config.yaml").exists() and (tmp_path / "b" / "log.jsonl").read_text().count('"kind": "eval"') == 3
+
+
+def test_checkpoint_rebuilds_the_model(vcm4: Path, tmp_path: Path) -> None:
+    cfg = load_config(None, tiny_train_overrides(vcm4, "train.epochs=1"))
+    train(cfg, tmp_path / "r")
+    model = model_from_checkpoint(tmp_path / "r" / "last.pt")
+    assert model(rgb=torch.randn(2, 4, 3, 64, 32)).shape == (2, 512)
+
+
+def test_nan_guard_keeps_last_good_checkpoint(vcm4: Path, tmp_path: Path) -> None:
+    # epoch 1 multiplies the learning rate by 1e30: the weights blow up and the loss turns non-finite
+    cfg = load_config(None, tiny_train_overrides(
+        vcm4, "optim.warmup_epochs=0", "optim.milestones=[1]", "optim.gamma=1.0e+30", "optim.clip_grad=null", "train.eval_every=0",
+    ))
+    with pytest.raises(TrainingDiverged, match=r"loss became .* epoch 1.*last good checkpoint"):
+        train(cfg, tmp_path / "nan")
+    ckpt = load_checkpoint(tmp_path / "nan" / "last.pt")
+    assert ckpt["epoch"] == 0 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_bad_checkpoint_files(tmp_path: Path) -> None:
+    (tmp_path / "x.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="x.pt: cannot read"):
+        load_checkpoint(tmp_path / "x.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "y.pt")
+    with pytest.raises(ValueError, match="not a cmft checkpoint"):
+        load_checkpoint(tmp_path / "y.pt")
