@@ -38,3 +38,46 @@ def test_baseline_reports_both_directions(tiny_vcm: Path) -> None:
     assert set(m) == {"ir2rgb", "rgb2ir"}
     for d in m.values():
         assert len(d["cmc"]) == 20 and 0 <= d["mAP"] <= 1 and d["num_valid_queries"] >= 1
+
+
+def _tiny_demo_overrides(root: Path) -> list[str]:
+    return [f"data.root={root}", "data.height=64", "data.width=32", "data.seq_len=3", "data.num_ids=2",
+            "data.num_instances=2", "data.workers=0", "train.epochs=2", "loss.warm_epochs=1", "train.eval_every=1",
+            "eval.seq_len=3", "optim.warmup_epochs=1", "train.amp=fp32"]
+
+
+def test_train_then_eval_with_report(vcm4: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  name: cmft_r18\n")
+    r = runner.invoke(app, ["train", "-c", str(cfg), "--out", str(run), *_tiny_demo_overrides(vcm4)])
+    assert r.exit_code == 0, r.output
+    assert {"last.pt", "best.pt", "config.yaml", "log.jsonl"} <= {p.name for p in run.iterdir()}
+    r = runner.invoke(app, ["eval", str(run / "best.pt"), "--data", str(vcm4), "--workers", "0", "--json", "--report", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert set(m) == {"ir2rgb", "rgb2ir"} and all(len(v["cmc"]) == 20 for v in m.values())
+    rep = tmp_path / "rep"
+    assert {"report.md", "cmc.png", "ranked_ir2rgb.png", "ranked_rgb2ir.png", "metrics.json"} <= {p.name for p in rep.iterdir()}
+    assert "| infrared -> visible |" in (rep / "report.md").read_text()
+    # a second train into the same folder is refused; --resume continues (here: nothing left to do)
+    r = runner.invoke(app, ["train", "-c", str(cfg), "--out", str(run), *_tiny_demo_overrides(vcm4)])
+    assert r.exit_code == 2 and "resume" in r.output
+    r = runner.invoke(app, ["train", "--resume", str(run)])
+    assert r.exit_code == 0, r.output
+
+
+def test_train_and_eval_errors(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["train", "optim.nope=1"])
+    assert r.exit_code == 2 and "unknown key" in r.output
+    r = runner.invoke(app, ["eval", str(tmp_path / "missing.pt"), "--data", str(tmp_path)])
+    assert r.exit_code == 2 and "checkpoint not found" in r.output
+
+
+def test_demo_on_given_data(vcm4: Path, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    r = runner.invoke(app, ["demo", "--data", str(vcm4), "--out", str(out), *_tiny_demo_overrides(vcm4)])
+    assert r.exit_code == 0, r.output
+    text = (out / "report" / "report.md").read_text()
+    assert "training-free grey-level" in text and "![CMC curves](cmc.png)" in text
+    assert "training-free descriptor" in r.stdout

@@ -67,6 +67,34 @@ def extract_embeddings(
     )
 
 
+def embed_test_sets(
+    embed: EmbedFn,
+    dataset: VIDataset,
+    spec: ClipSpec = ClipSpec(),
+    device: str | torch.device = "cpu",
+    progress: Callable[[str], Progress] | None = None,
+) -> dict[str, Embeddings]:
+    """``{"ir": ..., "rgb": ...}``: the infrared and the visible test tracklets, each embedded once.
+
+    ``progress(name)`` may return a per-set progress callback.
+    """
+    return {
+        "ir": extract_embeddings(embed, dataset.query_ir, spec, device, progress and progress("infrared tracklets")),
+        "rgb": extract_embeddings(embed, dataset.gallery_rgb, spec, device, progress and progress("visible tracklets")),
+    }
+
+
+def score_directions(sets: dict[str, Embeddings], directions: Sequence[Direction] = DIRECTIONS) -> dict[str, dict]:
+    """HITSZ-VCM metrics per direction (``ir2rgb``: infrared query -> visible gallery; ``rgb2ir``: the reverse)."""
+    from cmft.evaluation.metrics import evaluate_features
+
+    out: dict[str, dict] = {}
+    for d in directions:
+        q, g = (sets["ir"], sets["rgb"]) if d == "ir2rgb" else (sets["rgb"], sets["ir"])
+        out[d] = evaluate_features(q.feats, g.feats, q.pids, g.pids, q.camids, g.camids, protocol="hitsz_vcm")
+    return out
+
+
 def evaluate_directions(
     embed: EmbedFn,
     dataset: VIDataset,
@@ -75,17 +103,5 @@ def evaluate_directions(
     directions: Sequence[Direction] = DIRECTIONS,
     progress: Callable[[str], Progress] | None = None,
 ) -> dict[str, dict]:
-    """HITSZ-VCM metrics per direction (``ir2rgb``: infrared query -> visible gallery; ``rgb2ir``: the reverse).
-
-    Each test set is embedded once and serves as query in one direction and gallery in the other.
-    ``progress(name)`` may return a per-set progress callback.
-    """
-    from cmft.evaluation.metrics import evaluate_features
-
-    ir = extract_embeddings(embed, dataset.query_ir, spec, device, progress and progress("infrared tracklets"))
-    rgb = extract_embeddings(embed, dataset.gallery_rgb, spec, device, progress and progress("visible tracklets"))
-    out: dict[str, dict] = {}
-    for d in directions:
-        q, g = (ir, rgb) if d == "ir2rgb" else (rgb, ir)
-        out[d] = evaluate_features(q.feats, g.feats, q.pids, g.pids, q.camids, g.camids, protocol="hitsz_vcm")
-    return out
+    """Embed both test sets once and score each direction (see :func:`score_directions`)."""
+    return score_directions(embed_test_sets(embed, dataset, spec, device, progress), directions)
