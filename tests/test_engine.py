@@ -98,3 +98,17 @@ def test_bad_checkpoint_files(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(2)}, tmp_path / "y.pt")
     with pytest.raises(ValueError, match="not a cmft checkpoint"):
         load_checkpoint(tmp_path / "y.pt")
+
+
+def test_distributed_training_under_torchrun(vcm4: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", "-m", "cmft", "train",
+           "--out", str(run), *tiny_train_overrides(vcm4, "train.epochs=2")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["epoch"] == 1 and ckpt["history"][-1]["eval"]["ir2rgb"]["num_valid_queries"] == 3
+    assert proc.stdout.count("done: 2 epochs") == 1  # only rank 0 reports

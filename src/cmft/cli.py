@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
@@ -235,9 +236,11 @@ class _TrainReporter:
 def _run_training(config: Any, run_dir: Path, resume: bool) -> Any:
     from cmft.engine.trainer import TrainingDiverged, train
 
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     try:
         with _progress() as p:
-            return train(config, run_dir, resume=resume, reporter=_TrainReporter(p, config.train.epochs))
+            reporter = _TrainReporter(p, config.train.epochs) if main_process else None
+            return train(config, run_dir, resume=resume, reporter=reporter)
     except (TrainingDiverged, FileExistsError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
 
@@ -258,6 +261,8 @@ def train_cmd(
         _fail(str(e))
     run_dir = resume or out or Path("runs") / (config.stem if config else "default")
     result = _run_training(cfg, run_dir, resume is not None)
+    if os.environ.get("RANK", "0") != "0":
+        return
     console.print(f"[green]done[/]: {result.epochs_done} epochs in {run_dir}")
     if result.best is not None:
         console.print(_metrics_table({d: result.best[d] for d in ("ir2rgb", "rgb2ir")}, f"best checkpoint (epoch {result.best['epoch'] + 1})"))
