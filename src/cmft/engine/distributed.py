@@ -54,6 +54,23 @@ def broadcast_object(obj: object, info: DistInfo) -> object:
     return box[0]
 
 
+def shard(items: list, info: DistInfo) -> list:
+    """This rank's share of a list: items ``rank, rank + world, ...``."""
+    return items[info.rank :: info.world_size]
+
+
+def gather_shards(part: torch.Tensor, total: int, info: DistInfo) -> torch.Tensor:
+    """Reassemble, in the original order, the rows each rank computed for its :func:`shard`."""
+    if not info.enabled:
+        return part
+    parts: list = [None] * info.world_size
+    dist.all_gather_object(parts, part.cpu())
+    out = torch.empty((total, *part.shape[1:]), dtype=part.dtype)
+    for r, p in enumerate(parts):
+        out[r :: info.world_size] = p
+    return out
+
+
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

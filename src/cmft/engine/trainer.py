@@ -25,7 +25,7 @@ from cmft.data.datasets.hitsz_vcm import load_hitsz_vcm
 from cmft.data.loader import build_train_loader
 from cmft.data.types import VIDataset
 from cmft.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from cmft.engine.distributed import DistInfo, barrier, broadcast_object, init_distributed, shutdown
+from cmft.engine.distributed import DistInfo, barrier, broadcast_object, gather_shards, init_distributed, shard, shutdown
 from cmft.engine.optim import build_optimizer, build_scheduler
 from cmft.losses.objective import Objective
 from cmft.models.registry import create_model
@@ -132,9 +132,16 @@ def _eval_score(metrics: dict[str, Any]) -> float:
     return float(np.mean([m["mAP"] for m in metrics.values()]))
 
 
-def evaluate_model(model: torch.nn.Module, dataset: VIDataset, cfg: Config, device: torch.device, autocast: torch.dtype | None) -> dict[str, Any]:
-    """Both HITSZ-VCM directions for a model (``{"ir2rgb": metrics, "rgb2ir": metrics}``)."""
-    from cmft.evaluation.retrieval import ClipSpec, evaluate_directions
+def evaluate_model(
+    model: torch.nn.Module, dataset: VIDataset, cfg: Config, device: torch.device, autocast: torch.dtype | None,
+    dist_info: DistInfo = DistInfo(),
+) -> dict[str, Any]:
+    """Both HITSZ-VCM directions (``{"ir2rgb": metrics, "rgb2ir": metrics}``).
+
+    Under DDP every rank embeds its share of each test set and the features are gathered in order;
+    all ranks return the same metrics.
+    """
+    from cmft.evaluation.retrieval import ClipSpec, Embeddings, extract_embeddings, score_directions
 
     spec = ClipSpec(cfg.eval.seq_len, cfg.data.height, cfg.data.width, cfg.eval.batch_size, cfg.data.workers, cfg.eval.flip)
 
@@ -144,11 +151,15 @@ def evaluate_model(model: torch.nn.Module, dataset: VIDataset, cfg: Config, devi
 
     # evaluating must not move the training RNG (a resumed run would draw other batches)
     state = (random.getstate(), np.random.get_state())
+    sets = {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        out = evaluate_directions(embed, dataset, spec, device)
+        for name, tracklets in (("ir", dataset.query_ir), ("rgb", dataset.gallery_rgb)):
+            part = extract_embeddings(embed, shard(tracklets, dist_info), spec, device)
+            feats = gather_shards(part.feats, len(tracklets), dist_info)
+            sets[name] = Embeddings(feats, np.array([t.pid for t in tracklets]), np.array([t.camid for t in tracklets]))
     random.setstate(state[0])
     np.random.set_state(state[1])
-    return out
+    return score_directions(sets)
 
 
 def train(
@@ -256,9 +267,9 @@ def train(
             due = last_epoch or (cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0)
             is_best = False
             if due:
+                _call(reporter, "evaluating", epoch)
+                metrics = evaluate_model(model, dataset, cfg, device, amp_dtype, dist_info)
                 if dist_info.is_main:
-                    _call(reporter, "evaluating", epoch)
-                    metrics = evaluate_model(model, dataset, cfg, device, amp_dtype)
                     last_eval = _jsonable({"epoch": epoch, "score": _eval_score(metrics), **metrics})
                     record["eval"] = last_eval
                     is_best = best is None or last_eval["score"] > best["score"]
