@@ -350,7 +350,8 @@ def eval_cmd(
 def demo(
     out: Annotated[Path, typer.Option(help="folder for the data, the run and the report")] = Path("out/demo"),
     data: Annotated[Optional[Path], typer.Option(help="use this HITSZ-VCM dataset instead of generating the synthetic one")] = None,
-    ids: Annotated[int, typer.Option(help="identities of the generated synthetic dataset (half train, half test)")] = 80,
+    ids: Annotated[int, typer.Option(help="identities of the generated synthetic dataset")] = 200,
+    test_ids: Annotated[int, typer.Option(help="of which test identities (the rest train)")] = 40,
     seed: Annotated[int, typer.Option(help="seed of the synthetic dataset and of training")] = 0,
     overrides: Annotated[Optional[list[str]], typer.Argument(help="dotted overrides of the demo config, e.g. train.epochs=5")] = None,
 ) -> None:
@@ -365,7 +366,7 @@ def demo(
     if data is None:
         from cmft.data.datasets.synthetic import SynthConfig, generate_synthetic
 
-        synth_cfg = SynthConfig(ids=ids, seed=seed)
+        synth_cfg = SynthConfig(ids=ids, train_ids=ids - test_ids, seed=seed)
         if _same_synth(root, synth_cfg):
             err.print(f"reusing the synthetic dataset in {root}")
         else:

@@ -75,7 +75,7 @@ class TrainConfig:
     """The loop: length, precision, evaluation and logging cadence, seed."""
 
     epochs: int = 24
-    amp: str = "auto"  # auto (bf16 on CUDA and bf16-capable CPUs), bf16, fp16 (CUDA, with a scaler), fp32
+    amp: str = "auto"  # auto (CUDA: bf16, else fp16 with a scaler; CPU: fp32), bf16, fp16 (CUDA), fp32
     channels_last: bool = True
     eval_every: int = 4  # epochs; 0 = only at the end
     log_every: int = 10  # steps between JSON-lines records

@@ -72,7 +72,7 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+        return None  # measured: CPU bf16 autocast is slower than fp32 for this model here (BENCHMARKS.md)
     if amp == "bf16":
         return torch.bfloat16
     if amp == "fp16":
