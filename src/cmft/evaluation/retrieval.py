@@ -47,6 +47,8 @@ def extract_embeddings(
     progress: Progress | None = None,
 ) -> Embeddings:
     """Embed single-modality tracklets (test-mode frame sampling); with ``spec.flip`` average with the mirrored clip."""
+    if not tracklets:
+        raise ValueError("no tracklets to embed")
     modality = tracklets[0].modality
     loader = build_test_loader(tracklets, spec.seq_len, spec.height, spec.width, spec.batch_size, spec.workers)
     feats: list[torch.Tensor] = []
