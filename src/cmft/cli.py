@@ -89,11 +89,18 @@ def info(
         _fail(f"unknown dataset {dataset!r}; supported: hitsz_vcm")
     from cmft.data import dataset_summary
 
-    summary = dataset_summary(_load_vcm(root, skip_missing, check_files))
+    ds = _load_vcm(root, skip_missing, check_files)
     if as_json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(dataset_summary(ds), indent=2))
         return
-    table = Table(title=f"{dataset}: {root}")
+    _print_summary(ds, f"{dataset}: {root}")
+
+
+def _print_summary(ds: Any, title: str) -> None:
+    from cmft.data import dataset_summary
+
+    summary = dataset_summary(ds)
+    table = Table(title=title)
     for col in ("split", "ids", "RGB tracklets", "IR tracklets", "RGB frames", "IR frames"):
         table.add_column(col, justify="right" if col != "split" else "left")
     names = {"train": "train", "query": "query (IR)", "gallery": "gallery (RGB)"}
@@ -233,14 +240,14 @@ class _TrainReporter:
         err.print(line)
 
 
-def _run_training(config: Any, run_dir: Path, resume: bool) -> Any:
+def _run_training(config: Any, run_dir: Path, resume: bool, dataset: Any = None) -> Any:
     from cmft.engine.trainer import TrainingDiverged, train
 
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     try:
         with _progress() as p:
             reporter = _TrainReporter(p, config.train.epochs) if main_process else None
-            return train(config, run_dir, resume=resume, reporter=reporter)
+            return train(config, run_dir, resume=resume, reporter=reporter, dataset=dataset)
     except (TrainingDiverged, FileExistsError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
 
@@ -359,6 +366,7 @@ def demo(
     from importlib import resources
 
     from cmft.config import ConfigError, load_config
+    from cmft.evaluation.report import metrics_markdown
     from cmft.evaluation.retrieval import ClipSpec, embed_test_sets, score_directions
     from cmft.models import GreyMotionDescriptor
 
@@ -373,7 +381,7 @@ def demo(
             with _progress() as p:
                 generate_synthetic(root, synth_cfg, progress=_task_callback(p, "generating synthetic identities"))
     dataset = _load_vcm(root)
-    info(root)
+    _print_summary(dataset, f"hitsz_vcm: {root}")
     config_file = resources.files("cmft") / "configs" / "demo_cpu.yaml"
     try:
         with resources.as_file(config_file) as path:
@@ -384,14 +392,12 @@ def demo(
     resume = (run_dir / "last.pt").exists()
     if resume:
         err.print(f"resuming the demo run in {run_dir}")
-    result = _run_training(cfg, run_dir, resume)
+    _run_training(cfg, run_dir, resume, dataset)
     best = run_dir / ("best.pt" if (run_dir / "best.pt").exists() else "last.pt")
     spec = ClipSpec(cfg.eval.seq_len, cfg.data.height, cfg.data.width, cfg.eval.batch_size, cfg.data.workers)
     with _progress() as p:
         floor = score_directions(embed_test_sets(GreyMotionDescriptor(), dataset, spec, progress=lambda n: _task_callback(p, f"descriptor: {n}")))
     n_ids = len({t.pid for t in dataset.gallery_rgb})
-    from cmft.evaluation.report import metrics_markdown
-
     context = ("For scale: chance Rank-1 is about {:.1f}% ({} gallery identities); a training-free grey-level + motion "
                "descriptor scores:\n\n{}\n").format(100 / n_ids, n_ids, metrics_markdown(floor))
     results = _evaluate_checkpoint(best, dataset, spec, out / "report", f"CMFT demo: {cfg.model.name} on {root}", context)
