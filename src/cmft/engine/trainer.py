@@ -234,10 +234,10 @@ def train(
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     out = train_model(rgb=rgb, ir=ir)
                 loss, parts = objective(out, labels, stage)
-                diverged = not math.isfinite(float(loss.detach()))
-                if broadcast_object(diverged, dist_info):
+                parts["total"] = float(loss.detach())
+                if broadcast_object(not math.isfinite(parts["total"]), dist_info):
                     raise TrainingDiverged(
-                        f"loss became {float(loss.detach())} at epoch {epoch} step {step} (parts {parts}); "
+                        f"loss became {parts['total']} at epoch {epoch} step {step} (parts {parts}); "
                         f"the last good checkpoint is {ckpt_path if ckpt_path.exists() else 'none yet'}. "
                         "Lower optim.lr, set optim.clip_grad, or try train.amp=fp32."
                     )
@@ -250,7 +250,6 @@ def train(
                 scaler.update()
                 scheduler.step()
                 clips += 2 * len(labels) * dist_info.world_size
-                parts["total"] = float(loss.detach())
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v
                 lr = max(g["lr"] for g in optimizer.param_groups)
