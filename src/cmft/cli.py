@@ -17,7 +17,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Video visibl
 console = Console()
 err = Console(stderr=True)
 
-DIRECTION_TITLES = {"ir2rgb": "infrared -> visible", "rgb2ir": "visible -> infrared"}
 
 
 def _fail(message: str) -> None:
@@ -58,6 +57,8 @@ def _load_vcm(root: Path, skip_missing: bool = False, check_files: bool = True):
 
 
 def _metrics_table(results: dict[str, dict], title: str) -> Table:
+    from cmft.data.types import DIRECTION_TITLES
+
     table = Table(title=title)
     for col in ("direction", "Rank-1", "Rank-5", "Rank-10", "Rank-20", "mAP", "mINP", "queries"):
         table.add_column(col, justify="right" if col != "direction" else "left")
@@ -231,6 +232,8 @@ class _TrainReporter:
         self.progress.update(self.task, description=f"epoch {epoch + 1}/{self.epochs}: evaluating both directions")
 
     def epoch_end(self, epoch: int, record: dict[str, Any]) -> None:
+        from cmft.data.types import DIRECTION_TITLES
+
         self.progress.remove_task(self.task)
         line = (f"epoch {epoch + 1}/{self.epochs} stage {record['stage']}: loss {record.get('loss_total', float('nan')):.4f}, "
                 f"{record['clips_per_s']:.1f} clips/s, {record['seconds']:.0f} s")
@@ -300,6 +303,7 @@ def _evaluate_checkpoint(
 
 def _write_report(out: Path, results: dict[str, dict], dataset: Any, sets: dict, title: str, ckpt: Optional[dict] = None,
                   extra: str = "") -> Path:
+    from cmft.data.types import DIRECTION_TITLES
     from cmft.evaluation.report import metrics_markdown, plot_cmc, ranked_list_grid, top_k
 
     out.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ Direction = Literal["ir2rgb", "rgb2ir"]
 
 MODALITIES: tuple[Modality, ...] = ("rgb", "ir")
 DIRECTIONS: tuple[Direction, ...] = ("ir2rgb", "rgb2ir")
+DIRECTION_TITLES: dict[str, str] = {"ir2rgb": "infrared -> visible", "rgb2ir": "visible -> infrared"}
 
 
 @dataclass(frozen=True)

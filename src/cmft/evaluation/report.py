@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageOps
 
-from cmft.data.types import Tracklet
+from cmft.data.types import DIRECTION_TITLES, Tracklet
 
-DIRECTION_TITLES = {"ir2rgb": "infrared -> visible", "rgb2ir": "visible -> infrared"}
 GREEN, RED, GREY = (40, 170, 60), (210, 40, 40), (128, 128, 128)
 
 
