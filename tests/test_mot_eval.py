@@ -187,17 +187,20 @@ def test_frames_select_timesteps_and_empty_frames_count():
 
 def test_trackeval_data_keys_and_relabelled_ids():
     gt = two_walkers(4)
-    gt[:, 1] = np.where(gt[:, 1] == 1, 17, 4)
-    tracks = gt.copy()
-    tracks[:, 1] += 1000
+    gt[:, 1] = np.where(gt[:, 1] == 1, 17, 5)  # ids as in a file: neither contiguous nor from 0
+    tracks = gt[::-1].copy()
+    tracks[:, 1] = np.where(tracks[:, 1] == 17, 1003, 1001)
     data = build_trackeval_data(gt, tracks)
     for key in ("num_timesteps", "num_gt_ids", "num_tracker_ids", "num_gt_dets", "num_tracker_dets",
                 "gt_ids", "tracker_ids", "similarity_scores"):
         assert key in data
-    ids = np.concatenate(data["gt_ids"])
-    assert set(ids.tolist()) == {0, 1} and ids.dtype.kind == "i"
-    assert set(np.concatenate(data["tracker_ids"]).tolist()) == {0, 1}
-    assert data["similarity_scores"][0].shape == (2, 2)
+    assert (data["num_timesteps"], data["num_gt_ids"], data["num_tracker_ids"]) == (4, 2, 2)
+    assert (data["num_gt_dets"], data["num_tracker_dets"]) == (8, 8)
+    for t in range(4):
+        # relabelled in sorted order (5 -> 0, 17 -> 1; 1001 -> 0, 1003 -> 1), rows in file order per frame
+        assert data["gt_ids"][t].tolist() == [1, 0] and data["gt_ids"][t].dtype.kind == "i"
+        assert data["tracker_ids"][t].tolist() == [0, 1]
+        np.testing.assert_array_equal(data["similarity_scores"][t], [[0.0, 1.0], [1.0, 0.0]])
 
 
 def test_duplicate_id_in_a_frame_is_refused():
