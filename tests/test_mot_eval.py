@@ -3,6 +3,7 @@ agreement with TrackEval's own MotChallenge2DBox loader, and the real MOT15 grou
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,12 @@ from cmft.tracking.mot_eval import (
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PETS = DATA / "mot15" / "PETS09-S2L1" / "gt" / "gt.txt"
 TUD = DATA / "mot15" / "TUD-Campus" / "gt" / "gt.txt"
+
+# mot_metrics needs TrackEval and detection_scores SciPy (which TrackEval brings): the 'track' extra
+needs_track_extra = pytest.mark.skipif(
+    importlib.util.find_spec("trackeval") is None or importlib.util.find_spec("scipy") is None,
+    reason="TrackEval / SciPy not installed (pip install 'cmft[track]')",
+)
 
 
 def need(path: Path) -> Path:
@@ -60,6 +67,7 @@ def test_box_iou_hand_values_and_shapes():
         box_iou(np.zeros((2, 5)), b)
 
 
+@needs_track_extra
 def test_box_iou_matches_trackeval():
     from trackeval.datasets._base_dataset import _BaseDataset
 
@@ -77,6 +85,7 @@ def test_box_iou_matches_trackeval():
 # ---------------------------------------------------------------- MOT metrics, hand-computed
 
 
+@needs_track_extra
 def test_perfect_tracks_score_one_with_renumbered_ids():
     gt = two_walkers(12)
     tracks = gt.copy()
@@ -93,6 +102,7 @@ def test_perfect_tracks_score_one_with_renumbered_ids():
     assert (d["tp"], d["fp"], d["fn"], d["num_frames"]) == (24, 0, 0, 12)
 
 
+@needs_track_extra
 def test_mota_misses_and_false_positives_hand_computed():
     gt = two_walkers(10)  # 20 GT boxes
     missed = (gt[:, 1] == 2) & np.isin(gt[:, 0], [3, 4, 5])  # object 2 lost in 3 frames
@@ -111,6 +121,7 @@ def test_mota_misses_and_false_positives_hand_computed():
     assert d["f1"] == pytest.approx(2 * 17 / (2 * 17 + 2 + 3))
 
 
+@needs_track_extra
 def test_one_identity_switch_halfway_hand_computed():
     gt = two_walkers(10)
     tracks = gt.copy()
@@ -129,6 +140,7 @@ def test_one_identity_switch_halfway_hand_computed():
     assert m["hota"] == pytest.approx(np.sqrt(0.75), abs=1e-12)
 
 
+@needs_track_extra
 def test_swapping_ids_halfway_lowers_assa_not_deta():
     gt = two_walkers(10)
     swapped = gt.copy()
@@ -145,6 +157,7 @@ def test_swapping_ids_halfway_lowers_assa_not_deta():
     assert detection_scores(gt, swapped)["f1"] == 1.0  # detection alone cannot see the swap
 
 
+@needs_track_extra
 def test_localisation_error_hota_between_zero_and_one():
     gt = two_walkers(8)
     shifted = gt.copy()
@@ -159,6 +172,7 @@ def test_localisation_error_hota_between_zero_and_one():
     assert m["mota"] == 1.0 and m["idf1"] == 1.0  # IoU 2/3 passes the 0.5 threshold
 
 
+@needs_track_extra
 def test_empty_tracker_scores_zero():
     gt = two_walkers(6)
     m = mot_metrics(gt, np.empty((0, 7)))
@@ -168,6 +182,7 @@ def test_empty_tracker_scores_zero():
     assert (d["tp"], d["fn"], d["precision"], d["recall"], d["f1"]) == (0, 12, 0.0, 0.0, 0.0)
 
 
+@needs_track_extra
 def test_frames_select_timesteps_and_empty_frames_count():
     gt = two_walkers(20)
     every5 = gt[np.isin(gt[:, 0], np.arange(1, 21, 5))]  # a tracker run on frames 1, 6, 11, 16
@@ -203,6 +218,7 @@ def test_trackeval_data_keys_and_relabelled_ids():
         np.testing.assert_array_equal(data["similarity_scores"][t], [[0.0, 1.0], [1.0, 0.0]])
 
 
+@needs_track_extra
 def test_duplicate_id_in_a_frame_is_refused():
     gt = two_walkers(3)
     tracks = np.vstack([gt, box(2, 1, 300.0)])
@@ -215,6 +231,7 @@ def test_duplicate_id_in_a_frame_is_refused():
 # ---------------------------------------------------------------- detection P/R/F1
 
 
+@needs_track_extra
 def test_detection_iou_threshold_just_below_and_above():
     gt = np.array([box(1, 1, 0.0, 0.0, 10.0, 10.0), box(2, 1, 0.0, 0.0, 10.0, 10.0)], dtype=float)
     # frame 1: a box of half the GT's height, IoU = 50/100 = 0.5 exactly -> match
@@ -236,6 +253,7 @@ def test_detection_iou_threshold_just_below_and_above():
     assert (only1["tp"], only1["fp"], only1["fn"], only1["num_frames"]) == (1, 0, 0, 1)
 
 
+@needs_track_extra
 def test_detection_matching_maximises_the_number_of_matches():
     # Pairing by largest total IoU would pick (g1,d1)=0.47 + (g2,d2)=0.69 and lose g1 (0.47 < 0.5);
     # the crossed pairs (g1,d2)=0.53, (g2,d1)=0.62 are both valid matches.
@@ -248,6 +266,7 @@ def test_detection_matching_maximises_the_number_of_matches():
     assert detection_scores(gt, dets)["tp"] == 2
 
 
+@needs_track_extra
 def test_detection_rejects_bad_shapes():
     with pytest.raises(ValueError, match=r"\[K, 6\]"):
         detection_scores(two_walkers(2), np.zeros((3, 5)))
@@ -304,6 +323,7 @@ def _perturbed(gt: np.ndarray, seed: int) -> np.ndarray:
     return t
 
 
+@needs_track_extra
 def test_mot_metrics_equal_trackeval_on_real_mot15_gt(tmp_path):
     gt_file = need(PETS)
     gt = read_mot(gt_file)  # no scaling: TrackEval reads the file as it is
@@ -314,6 +334,7 @@ def test_mot_metrics_equal_trackeval_on_real_mot15_gt(tmp_path):
     assert 0.3 < ours["hota"] < 0.95 and ours["id_switches"] >= 1 and ours["fp"] >= 15
 
 
+@needs_track_extra
 def test_mot_metrics_equal_trackeval_on_mot17_layout(tmp_path):
     # MOT17 layout: consider flag, class, visibility. Kept: flag 1 and class 1. Dropped: a flag-0
     # pedestrian and a car (class 3, not a distractor, so TrackEval removes no tracker box for it).
