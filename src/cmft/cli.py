@@ -4,54 +4,27 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Video visible-infrared person re-ID (CMFT).")
-console = Console()
-err = Console(stderr=True)
+from cmft import cli_track  # noqa: F401  (registers `track` and `track-eval` on the app)
+from cmft._cli_app import _fail, _progress, _task_callback, app, console, err
 
 
-
-def _fail(message: str) -> None:
-    from rich.text import Text
-
-    err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)  # no markup, no wrapping
-    raise typer.Exit(code=2)
-
-
-@contextmanager
-def _progress() -> Iterator[Any]:
-    """A rich progress display (bars with rate and time left) that prints nothing when it is not a terminal."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=True, disable=not err.is_terminal,
-    ) as p:
-        yield p
-
-
-def _task_callback(progress: Any, description: str):  # noqa: ANN202 - a closure factory
-    task = progress.add_task(description, total=None)
-
-    def update(done: int, total: int) -> None:
-        progress.update(task, completed=done, total=total)
-
-    return update
-
-
-def _load_vcm(root: Path, skip_missing: bool = False, check_files: bool = True):  # noqa: ANN202
+def _load_vcm(root: Path, skip_missing: bool = False, check_files: bool = True, splits: tuple[str, ...] | None = None):  # noqa: ANN202
+    """Load a HITSZ-VCM tree; by default every split whose name list has frames (a ``cmft track`` export may hold one)."""
     from cmft.data import DatasetFormatError, load_hitsz_vcm
 
+    if splits is None:
+        present = tuple(s for s in ("train", "test") if (root / "info" / f"{s}_name.txt").is_file()
+                        and (root / "info" / f"{s}_name.txt").stat().st_size > 0)
+        splits = present or ("train", "test")
     try:
-        return load_hitsz_vcm(root, check_files=check_files, skip_missing=skip_missing)
+        return load_hitsz_vcm(root, check_files=check_files, skip_missing=skip_missing, splits=splits)
     except DatasetFormatError as e:
         _fail(str(e))
 
@@ -159,7 +132,7 @@ def baseline(
     from cmft.evaluation.retrieval import ClipSpec, evaluate_directions
     from cmft.models import GreyMotionDescriptor
 
-    ds = _load_vcm(root)
+    ds = _load_vcm(root, splits=("test",))
     spec = ClipSpec(seq_len=seq_len, height=height, width=width, workers=workers)
     with _progress() as p:
         results = evaluate_directions(GreyMotionDescriptor(), ds, spec, progress=lambda name: _task_callback(p, f"embedding {name}"))
@@ -346,7 +319,7 @@ def eval_cmd(
         cfg = load_checkpoint(checkpoint)["config"]
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    dataset = _load_vcm(data)
+    dataset = _load_vcm(data, splits=("test",))
     spec = ClipSpec(seq_len or cfg["eval"]["seq_len"], cfg["data"]["height"], cfg["data"]["width"], batch_size, workers, flip)
     results = _evaluate_checkpoint(checkpoint, dataset, spec, report, f"{checkpoint} on {data}")
     if as_json:
