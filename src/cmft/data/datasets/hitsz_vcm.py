@@ -169,27 +169,37 @@ def load_hitsz_vcm(
     min_seq_len: int = MIN_SEQ_LEN,
     check_files: bool = True,
     skip_missing: bool = False,
+    splits: Sequence[str] = ("train", "test"),
 ) -> VIDataset:
     """Read a HITSZ-VCM tree: train tracklets (ids relabelled 0..N-1 in sorted order), IR queries, RGB gallery.
 
     Tracklets shorter than ``min_seq_len`` frames are dropped everywhere. With ``check_files`` every
-    listed frame must exist (missing ones raise, or are dropped with ``skip_missing``).
+    listed frame must exist (missing ones raise, or are dropped with ``skip_missing``). ``splits`` names
+    the splits to read: evaluation needs only ``("test",)``, so a test-only tree (e.g. one exported by
+    ``cmft track``) is enough for it; the splits not read come back empty.
     """
     root = Path(root)
     if not root.is_dir():
         raise DatasetFormatError(f"{root}: dataset root is not a directory")
+    unknown = set(splits) - {"train", "test"}
+    if unknown or not splits:
+        raise ValueError(f"splits must be a non-empty subset of ('train', 'test'), got {tuple(splits)}")
     images = _image_roots(root)
 
-    train_names = read_name_list(_info_path(root, "train_name.txt"))
-    test_names = read_name_list(_info_path(root, "test_name.txt"))
-    train_rows = read_track_info(_info_path(root, "track_train_info.txt"), len(train_names))
-    test_rows = read_track_info(_info_path(root, "track_test_info.txt"), len(test_names))
-    query_rows = set(read_query_idx(_info_path(root, "query_IDX.txt"), len(test_rows)))
-
-    train_raw = [t for _, t in _tracklets(train_rows, train_names, images["train"], min_seq_len)]
-    test = _tracklets(test_rows, test_names, images["test"], min_seq_len)
-    query = [t for i, t in test if i in query_rows]
-    gallery = [t for i, t in test if i not in query_rows]
+    train_raw: list[Tracklet] = []
+    query: list[Tracklet] = []
+    gallery: list[Tracklet] = []
+    if "train" in splits:
+        train_names = read_name_list(_info_path(root, "train_name.txt"))
+        train_rows = read_track_info(_info_path(root, "track_train_info.txt"), len(train_names))
+        train_raw = [t for _, t in _tracklets(train_rows, train_names, images["train"], min_seq_len)]
+    if "test" in splits:
+        test_names = read_name_list(_info_path(root, "test_name.txt"))
+        test_rows = read_track_info(_info_path(root, "track_test_info.txt"), len(test_names))
+        query_rows = set(read_query_idx(_info_path(root, "query_IDX.txt"), len(test_rows)))
+        test = _tracklets(test_rows, test_names, images["test"], min_seq_len)
+        query = [t for i, t in test if i in query_rows]
+        gallery = [t for i, t in test if i not in query_rows]
 
     if check_files:
         train_raw = _drop_missing(train_raw, min_seq_len, skip_missing, "train")
@@ -199,13 +209,13 @@ def load_hitsz_vcm(
     pid_map = {pid: label for label, pid in enumerate(sorted({t.pid for t in train_raw}))}
     train = [Tracklet(t.paths, pid_map[t.pid], t.camid, t.modality) for t in train_raw]
 
-    for what, items, source in (
-        ("train IR", [t for t in train if t.modality == "ir"], "info/track_train_info.txt"),
-        ("train RGB", [t for t in train if t.modality == "rgb"], "info/track_train_info.txt"),
-        ("IR query", query, "info/query_IDX.txt"),
-        ("RGB gallery", gallery, "info/track_test_info.txt"),
+    for split, what, items, source in (
+        ("train", "train IR", [t for t in train if t.modality == "ir"], "info/track_train_info.txt"),
+        ("train", "train RGB", [t for t in train if t.modality == "rgb"], "info/track_train_info.txt"),
+        ("test", "IR query", query, "info/query_IDX.txt"),
+        ("test", "RGB gallery", gallery, "info/track_test_info.txt"),
     ):
-        if not items:
+        if split in splits and not items:
             raise DatasetFormatError(
                 f"{root / source}: the {what} set is empty after dropping tracklets shorter than {min_seq_len} frames"
             )

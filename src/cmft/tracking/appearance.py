@@ -1,0 +1,123 @@
+"""Appearance embeddings of detected people, for StrongSORT's association (no weights are downloaded).
+
+Two embedders share one contract, ``embedder(frame, boxes) -> float32 [N, D]`` with L2-normalised rows:
+:class:`HistogramEmbedder` (colour or grey-level histograms of body stripes: fast, needs no weights, the
+default) and :class:`CMFTEmbedder` (the stream embedding of a trained cmft checkpoint, one frame per clip).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from cmft.data.types import Modality
+
+
+class AppearanceEmbedder(Protocol):
+    """Embeds the people boxed in one frame; rows are L2-normalised so cosine distance is ``1 - a @ b``."""
+
+    name: str
+
+    def __call__(self, frame: np.ndarray, boxes: np.ndarray) -> np.ndarray: ...
+
+
+def crop_boxes(frame: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
+    """The pixel crops of ``[N, 4]`` corner boxes, clipped to the frame (at least 1x1 pixel each)."""
+    h, w = frame.shape[:2]
+    crops = []
+    for x1, y1, x2, y2 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        xa, ya = int(np.clip(np.floor(x1), 0, w - 1)), int(np.clip(np.floor(y1), 0, h - 1))
+        xb, yb = int(np.clip(np.ceil(x2), xa + 1, w)), int(np.clip(np.ceil(y2), ya + 1, h))
+        crops.append(frame[ya:yb, xa:xb])
+    return crops
+
+
+def _l2(rows: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return (rows / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class HistogramEmbedder:
+    """Hellinger-normalised histograms over horizontal body stripes (head/torso/legs): HSV hue x saturation for
+    colour cameras, grey level for infrared ones. A classic re-ID baseline that needs no training."""
+
+    def __init__(self, modality: Modality = "rgb", stripes: int = 3, bins: tuple[int, int] = (12, 4)) -> None:
+        if modality not in ("rgb", "ir"):
+            raise ValueError(f"unknown modality {modality!r}; choose 'rgb' or 'ir'")
+        self.modality, self.stripes, self.bins = modality, stripes, bins
+        self.name = f"histogram-{modality}"
+        self.dim = stripes * bins[0] * bins[1]  # grey level gets as many bins as hue x saturation
+
+    def _one(self, crop: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h = crop.shape[0]
+        edges = np.linspace(0, h, self.stripes + 1).astype(int)
+        if self.modality == "rgb" and crop.ndim == 3:
+            img, channels, sizes, ranges = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV), [0, 1], list(self.bins), [0, 180, 0, 256]
+        else:
+            grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+            img, channels, sizes, ranges = grey, [0], [self.bins[0] * self.bins[1]], [0, 256]
+        parts = []
+        for a, b in zip(edges[:-1], edges[1:]):
+            stripe = np.ascontiguousarray(img[a : max(b, a + 1)])
+            hist = cv2.calcHist([stripe], channels, None, sizes, ranges).ravel()
+            parts.append(np.sqrt(hist / max(hist.sum(), 1.0)))
+        return np.concatenate(parts)
+
+    def __call__(self, frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        crops = crop_boxes(frame, boxes)
+        if not crops:
+            return np.zeros((0, self.dim), np.float32)
+        return _l2(np.stack([self._one(c) for c in crops]))
+
+
+class CMFTEmbedder:
+    """The single-modality embedding of a cmft checkpoint, each crop a one-frame clip at the model's input size."""
+
+    def __init__(self, checkpoint: str | Path, modality: Modality, device: str = "cpu", batch_size: int = 32) -> None:
+        import torch
+
+        from cmft.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+        from cmft.engine.checkpoint import load_checkpoint, model_from_checkpoint
+
+        if modality not in ("rgb", "ir"):
+            raise ValueError(f"unknown modality {modality!r}; choose 'rgb' or 'ir'")
+        ckpt = load_checkpoint(checkpoint)
+        self.model = model_from_checkpoint(ckpt, device)
+        self.size = (int(ckpt["config"]["data"]["height"]), int(ckpt["config"]["data"]["width"]))
+        self.modality, self.device, self.batch_size = modality, torch.device(device), batch_size
+        self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self.name = f"cmft:{Path(checkpoint).name}"
+
+    def __call__(self, frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        import cv2
+        import torch
+
+        crops = crop_boxes(frame, boxes)
+        if not crops:
+            return np.zeros((0, 0), np.float32)
+        h, w = self.size
+        rgb = np.stack([cv2.cvtColor(cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB) for c in crops])
+        out = []
+        with torch.inference_mode():
+            x = torch.from_numpy(rgb).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+            x = (x - self.mean) / self.std
+            for chunk in x.split(self.batch_size):
+                out.append(self.model.embed(chunk.unsqueeze(1), self.modality).float().cpu())
+        return _l2(torch.cat(out).numpy())
+
+
+def build_embedder(spec: str, modality: Modality, device: str = "cpu") -> AppearanceEmbedder:
+    """``histogram`` (default, no weights) or ``cmft:CHECKPOINT`` (a trained cmft run's ``best.pt``)."""
+    if spec == "histogram":
+        return HistogramEmbedder(modality)
+    if spec.startswith("cmft:"):
+        path = Path(spec[len("cmft:") :])
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: appearance checkpoint not found")
+        return CMFTEmbedder(path, modality, device)
+    raise ValueError(f"unknown appearance embedder {spec!r}; use 'histogram' or 'cmft:CHECKPOINT'")
