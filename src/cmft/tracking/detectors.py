@@ -568,26 +568,15 @@ class OnnxDetector:
 
     def _find_layout(self, shapes: list[tuple[int, ...]], outs: list[np.ndarray]) -> str:
         s = self.input_size
-        shapes3 = [tuple(sh[-3:]) if len(sh) >= 3 else tuple(sh) for sh in shapes]
-        if len(shapes) >= 2 and len(shapes) % 2 == 0 and all(len(sh) == 3 and sh[0] == 1 for sh in shapes3):
-            layout = self._nanodet_layout(shapes3, outs)
+        shapes = [tuple(int(x) for x in sh) for sh in shapes]
+        if len(shapes) >= 2 and len(shapes) % 2 == 0 and all(len(sh) == 3 and sh[0] == 1 for sh in shapes):
+            layout = self._nanodet_layout(shapes, outs)
             if layout:
                 return layout
-        if len(shapes) == 1 and len(shapes3[0]) == 3 and shapes3[0][0] == 1:
-            _, a, b = shapes3[0]
-            n3 = _anchor_count(s, (8, 16, 32))
-            n4 = _anchor_count(s, (8, 16, 32, 64))
-            if a in (n3, n4) and b > 4:  # [1, N, 4 + C] rows without objectness (a transposed v8 export)
-                self._rows_transposed, self._objectness = False, False
-                return "yolov8-rows"
-            if b in (n3, n4) and a > 4:  # [1, 4 + C, N]: YOLOv8 / YOLO11 export
-                self._rows_transposed, self._objectness = True, False
-                return "yolov8"
-            if a in (3 * n3, 3 * n4) and b > 5:  # [1, N, 5 + C]: YOLOv5 export (3 anchors per cell)
-                self._rows_transposed, self._objectness = False, True
-                return "yolov5"
-            if b == 6 and a < n3:  # [1, K, 6] end-to-end: x1, y1, x2, y2, score, class
-                return "end2end"
+        if len(shapes) == 1:
+            layout = yolo_output_layout(shapes[0], s)
+            if layout:
+                return layout
         raise DetectorError(
             f"ONNX model {self.file}: unrecognised output layout {[tuple(x) for x in shapes]} at input "
             f"{s}x{s}; supported: NanoDet (pairs [1, A, C] + [1, A, 32] per stride), YOLOv5 [1, N, 5+C], "
@@ -675,6 +664,30 @@ class OnnxDetector:
         if not boxes:
             return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
         return np.concatenate(boxes).astype(np.float32), np.concatenate(scores).astype(np.float32)
+
+
+def yolo_output_layout(shape: tuple[int, ...], input_size: int) -> str | None:
+    """Name the layout of a single YOLO-style output of ``shape`` at a square ``input_size``, or None.
+
+    ``N`` must be the anchor count of the input size (strides 8/16/32, or 8/16/32/64 for P6 models;
+    three anchors per cell for YOLOv5): ``[1, 4 + C, N]`` -> ``"yolov8"``, ``[1, N, 4 + C]`` ->
+    ``"yolov8-rows"``, ``[1, 3N, 5 + C]`` -> ``"yolov5"``; ``[1, K, 6]`` with ``K`` below the anchor
+    count -> ``"end2end"``.
+    """
+    if len(shape) != 3 or shape[0] != 1:
+        return None
+    _, a, b = (int(x) for x in shape)
+    n3 = _anchor_count(input_size, (8, 16, 32))
+    n4 = _anchor_count(input_size, (8, 16, 32, 64))
+    if b in (n3, n4) and a > 4:
+        return "yolov8"
+    if a in (n3, n4) and b > 4:
+        return "yolov8-rows"
+    if a in (3 * n3, 3 * n4) and b > 5:
+        return "yolov5"
+    if b == 6 and 0 < a < n3:
+        return "end2end"
+    return None
 
 
 def decode_yolo_output(out: np.ndarray, layout: str, conf: float, person: int = 0) -> tuple[np.ndarray, np.ndarray]:
