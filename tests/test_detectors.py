@@ -7,7 +7,6 @@ with the reason when that folder is absent.
 from __future__ import annotations
 
 import importlib.util
-import os
 import socket
 import subprocess
 import sys

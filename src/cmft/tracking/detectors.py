@@ -47,7 +47,7 @@ Spec forms accepted by :func:`build_detector` (paths must not contain ``:``):
     unless the frame is enlarged: with ``input_size`` the frame is resized so that its longer side is
     ``input_size`` before detection (boxes are mapped back). Score = ``sigmoid(svm_margin)``, so
     ``conf = 0.5`` keeps every window the SVM calls a person (margin > 0) and higher ``conf`` asks for
-    a larger margin. Boxes are shrunk by 15 % of the width and 5 % of the height on each side
+    a larger margin (a ``conf`` below 0.5 acts as 0.5: negative-margin windows are never kept). Boxes are shrunk by 15 % of the width and 5 % of the height on each side
     (the window's margin around the body, as in OpenCV's ``peopledetect`` sample).
 
 Nothing here imports OpenCV, torch or Ultralytics when the module is imported: each detector imports
