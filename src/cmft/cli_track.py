@@ -36,6 +36,7 @@ Gsi = Annotated[bool, typer.Option(help="StrongSORT's offline GSI: interpolate g
 Stride = Annotated[int, typer.Option(help="process every N-th frame")]
 Limit = Annotated[Optional[int], typer.Option(help="stop after this many processed frames")]
 Fps = Annotated[Optional[float], typer.Option(help="override the source's frame rate (frame folders default to seqinfo.ini or 25)")]
+MaxCosDist = Annotated[Optional[float], typer.Option(help="StrongSORT's appearance gate (cosine distance); default: what suits --appearance")]
 Device = Annotated[str, typer.Option(help="device for Ultralytics and cmft models: cpu, cuda, cuda:1")]
 
 
@@ -67,7 +68,7 @@ def _quiet_libraries() -> None:
 
 
 def _pipeline(detector: str, conf: float, nms: float, input_size: int | None, tracker: str, cmc: str,
-              appearance: str, modality: str, fps: float, device: str) -> tuple[Any, Any, Any]:
+              appearance: str, max_cos_dist: float | None, modality: str, fps: float, device: str) -> tuple[Any, Any, Any]:
     """Detector, tracker and embedder from the command line, or a clear error exit."""
     from cmft.tracking.appearance import build_embedder
     from cmft.tracking.detectors import DetectorError, build_detector
@@ -76,8 +77,9 @@ def _pipeline(detector: str, conf: float, nms: float, input_size: int | None, tr
     _quiet_libraries()
     try:
         det = build_detector(detector, conf=conf, nms=nms, input_size=input_size, device=device)
-        trk = build_tracker(tracker, cmc=None if cmc.lower() == "none" else cmc.lower(), fps=fps)
-        emb = build_embedder(appearance, modality, device) if trk.needs_embeddings else None
+        emb = build_embedder(appearance, modality, device) if tracker.lower() == "strongsort" else None
+        gate = max_cos_dist if max_cos_dist is not None else getattr(emb, "suggested_max_cos_dist", 0.2)
+        trk = build_tracker(tracker, cmc=None if cmc.lower() == "none" else cmc.lower(), fps=fps, max_cos_dist=gate)
     except (DetectorError, ValueError, FileNotFoundError) as e:
         _fail(str(e))
     return det, trk, emb
@@ -136,6 +138,7 @@ def track(
     tracker: TrackerName = "strongsort",
     cmc: Cmc = "none",
     appearance: Appearance = "histogram",
+    max_cos_dist: MaxCosDist = None,
     gsi: Gsi = True,
     stride: Stride = 1,
     limit: Limit = None,
@@ -163,7 +166,7 @@ def track(
     readers = [_open(v, fps) for v in videos]  # every source is checked before any work
     sources, table_rows = [], []
     for reader, cam, mod in zip(readers, cameras, modalities):
-        det, trk, emb = _pipeline(detector, conf, nms, input_size, tracker, cmc, appearance, mod, reader.info.fps, device)
+        det, trk, emb = _pipeline(detector, conf, nms, input_size, tracker, cmc, appearance, max_cos_dist, mod, reader.info.fps, device)
         run, gsi_s = _run(reader, det, trk, emb, stride, limit, gsi)
         every = export_every(reader.info.fps, export_fps)
         planned = plan_tracklets(run.tracks, every, max_len, min_len)
@@ -212,6 +215,7 @@ def track_eval(
     tracker: TrackerName = "strongsort",
     cmc: Cmc = "none",
     appearance: Appearance = "histogram",
+    max_cos_dist: MaxCosDist = None,
     modality: Annotated[str, typer.Option(help="rgb or ir: which appearance the camera gives")] = "rgb",
     gsi: Gsi = True,
     stride: Stride = 1,
@@ -232,7 +236,7 @@ def track_eval(
     except MotFormatError as e:
         _fail(str(e))
     reader = _open(video, fps)
-    det, trk, emb = _pipeline(detector, conf, nms, input_size, tracker, cmc, appearance, modality.lower(), reader.info.fps, device)
+    det, trk, emb = _pipeline(detector, conf, nms, input_size, tracker, cmc, appearance, max_cos_dist, modality.lower(), reader.info.fps, device)
     run, gsi_s = _run(reader, det, trk, emb, stride, limit, gsi)
     frames = (run.frames + 1).tolist()  # MOTChallenge numbering
     dets = run.detections.astype(np.float64)
@@ -245,6 +249,7 @@ def track_eval(
     m = mot_metrics(gt_rows, tracks, frames=frames)
     result = {
         "video": str(video), "frames": len(frames), "detector": detector, "tracker": tracker, "gsi": gsi,
+        "appearance": getattr(emb, "name", None),
         "det_precision": d["precision"], "det_recall": d["recall"], "det_f1": d["f1"],
         "mota": m["mota"], "idf1": m["idf1"], "hota": m["hota"], "id_switches": m["id_switches"],
         "num_gt_ids": m["num_gt_ids"], "num_tracker_ids": m["num_tracker_ids"],
@@ -254,7 +259,7 @@ def track_eval(
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    table = Table(title=f"{video.name}: {detector} + {tracker}{' + GSI' if gsi else ''}")
+    table = Table(title=f"{video.name}: {det.name} + {tracker}{' + GSI' if gsi else ''}")
     for col in ("det P", "det R", "det F1", "MOTA", "IDF1", "HOTA", "ID sw.", "ids (gt/ours)", "fps"):
         table.add_column(col, justify="right")
     table.add_row(*(f"{100 * result[k]:.1f}" for k in ("det_precision", "det_recall", "det_f1", "mota", "idf1", "hota")),

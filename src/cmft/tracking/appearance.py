@@ -19,6 +19,7 @@ class AppearanceEmbedder(Protocol):
     """Embeds the people boxed in one frame; rows are L2-normalised so cosine distance is ``1 - a @ b``."""
 
     name: str
+    suggested_max_cos_dist: float  # StrongSORT's appearance gate that suits this embedding's distance scale
 
     def __call__(self, frame: np.ndarray, boxes: np.ndarray) -> np.ndarray: ...
 
@@ -40,13 +41,22 @@ def _l2(rows: np.ndarray) -> np.ndarray:
 
 
 class HistogramEmbedder:
-    """Hellinger-normalised histograms over horizontal body stripes (head/torso/legs): HSV hue x saturation for
-    colour cameras, grey level for infrared ones. A classic re-ID baseline that needs no training."""
+    """Hellinger-normalised histograms over horizontal body stripes: HSV hue x saturation for colour cameras,
+    grey level for infrared ones. A classic re-ID baseline that needs no training.
 
-    def __init__(self, modality: Modality = "rgb", stripes: int = 3, bins: tuple[int, int] = (12, 4)) -> None:
+    Boxes are shrunk by ``margins`` (fraction of width, of height, each side) first, to keep background out:
+    on PETS09-S2L1 with StrongSORT this raised IDF1 from 0.53 (whole box, 3 stripes) to about 0.6.
+    """
+
+    suggested_max_cos_dist = 0.3  # same-person distances reach ~0.4 at the 90th percentile (PETS09), deep features less
+
+    def __init__(self, modality: Modality = "rgb", stripes: int = 6, bins: tuple[int, int] = (8, 4),
+                 margins: tuple[float, float] = (0.2, 0.05)) -> None:
         if modality not in ("rgb", "ir"):
             raise ValueError(f"unknown modality {modality!r}; choose 'rgb' or 'ir'")
-        self.modality, self.stripes, self.bins = modality, stripes, bins
+        if not (0 <= margins[0] < 0.5 and 0 <= margins[1] < 0.5):
+            raise ValueError(f"margins must be fractions below 0.5, got {margins}")
+        self.modality, self.stripes, self.bins, self.margins = modality, stripes, bins, margins
         self.name = f"histogram-{modality}"
         self.dim = stripes * bins[0] * bins[1]  # grey level gets as many bins as hue x saturation
 
@@ -68,6 +78,10 @@ class HistogramEmbedder:
         return np.concatenate(parts)
 
     def __call__(self, frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+        size = boxes[:, 2:] - boxes[:, :2]
+        boxes[:, :2] += size * self.margins
+        boxes[:, 2:] -= size * self.margins
         crops = crop_boxes(frame, boxes)
         if not crops:
             return np.zeros((0, self.dim), np.float32)
@@ -76,6 +90,8 @@ class HistogramEmbedder:
 
 class CMFTEmbedder:
     """The single-modality embedding of a cmft checkpoint, each crop a one-frame clip at the model's input size."""
+
+    suggested_max_cos_dist = 0.2  # StrongSORT's default for deep re-ID features
 
     def __init__(self, checkpoint: str | Path, modality: Modality, device: str = "cpu", batch_size: int = 32) -> None:
         import torch
