@@ -183,8 +183,8 @@ def track(
                 "tracks": n_tracks, "export_every": every}
         sources.append(SourceExport(reader, cam, mod, planned, meta))
     table = Table(title="tracking")
-    for col in ("video", "camera", "modality", "frames", "detections", "tracks", "tracklets", "fps"):
-        table.add_column(col, justify="left" if col in ("video", "modality") else "right")
+    for col in ("video", "cam", "mod", "frames", "dets", "tracks", "tracklets", "fps"):
+        table.add_column(col, justify="left" if col in ("video", "mod") else "right")
     for row in table_rows:
         table.add_row(*row)
     console.print(table)
