@@ -49,6 +49,21 @@ def test_track_eval_pets_meets_the_bar() -> None:
     assert m["num_tracker_ids"] < 4 * 19  # not one identity per detection
 
 
+def test_track_eval_tud_campus_with_nanodet_onnx() -> None:
+    """The other real sequence, through the ONNX detector path (an mp4 at 25 fps, ground truth in video pixels)."""
+    need_data()
+    tud, onnx = PETS.parent / "TUD-Campus", PETS.parents[1] / "weights" / "nanodet_hpc203" / "nanodet_m.onnx"
+    if not onnx.is_file() or not (tud / "TUD-Campus.mp4").is_file():
+        pytest.skip("TUD-Campus or NanoDet-m not found in ../shared/data")
+    r = runner.invoke(app, ["track-eval", str(tud / "TUD-Campus.mp4"), "--gt", str(tud / "gt" / "gt.txt"),
+                            "--detector", f"onnx:{onnx}", "--json"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert m["frames"] == 71 and m["num_gt_ids"] == 8
+    assert m["det_precision"] > 0.85 and m["det_recall"] > 0.6  # seen: 0.932 / 0.691
+    assert m["mota"] > 0.6 and m["idf1"] > 0.7 and m["id_switches"] <= 3  # seen: 0.705 / 0.839 / 0
+
+
 def test_track_eval_bytetrack_and_mot_file(tmp_path: Path) -> None:
     need_data()
     r = runner.invoke(app, ["track-eval", str(PETS / "vtest.avi"), "--gt", str(PETS / "gt" / "gt.txt"), *GT, "--detector", BODY,

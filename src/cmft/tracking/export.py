@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cmft.atomic import write_text_atomic
 from cmft.data.types import Modality
 from cmft.tracking.video import VideoReader
 
@@ -132,19 +133,6 @@ class ExportSummary:
 
 def _read_lines(path: Path) -> list[str]:
     return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()] if path.is_file() else []
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _existing(root: Path) -> tuple[dict, dict[str, list[str]], set[int]]:
@@ -287,11 +275,11 @@ def _write(root: Path, sources: Sequence[SourceExport], split: str, manifest: di
 
     for name in ("train_name.txt", "test_name.txt", "track_train_info.txt", "track_test_info.txt", "query_IDX.txt"):
         lines = {f"{split}_name.txt": names, f"track_{split}_info.txt": rows, "query_IDX.txt": queries}.get(name, info[name])
-        _write_atomic(root / "info" / name, "".join(f"{ln}\n" for ln in lines))
+        write_text_atomic(root / "info" / name, "".join(f"{ln}\n" for ln in lines))
     manifest["runs"].append({**(run_meta or {}), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "split": split,
                              "sources": [{"path": str(s.reader.path), "camera": s.camera, "modality": s.modality, **s.meta} for s in sources]})
     run_index = len(manifest["runs"]) - 1
     manifest["tracklets"] += [{**r, "run": run_index} for r in records]
-    _write_atomic(root / MANIFEST, json.dumps(manifest, indent=1))
+    write_text_atomic(root / MANIFEST, json.dumps(manifest, indent=1))
     pids = sorted({r["pid"] for r in records})
     return ExportSummary(root, len(records), sum(len(r["frames"]) for r in records), pids, split)

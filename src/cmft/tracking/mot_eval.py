@@ -26,12 +26,13 @@ Heavy imports (SciPy, TrackEval) happen inside the functions that need them.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cmft.atomic import write_text_atomic
 
 TRACK_COLUMNS = ("frame", "id", "x1", "y1", "x2", "y2", "conf")
 DETECTION_COLUMNS = ("frame", "x1", "y1", "x2", "y2", "score")
@@ -150,18 +151,7 @@ def write_mot(path: str | os.PathLike[str], rows: np.ndarray) -> None:
     for frame, tid, x1, y1, x2, y2, conf in rows.tolist():
         fields = [_fmt(v) for v in (x1, y1, x2 - x1, y2 - y1, conf)]
         lines.append(f"{int(frame)},{int(tid)},{','.join(fields)},-1,-1,-1\n")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.writelines(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, "".join(lines))
 
 
 def _fmt(value: float) -> str:
