@@ -45,6 +45,7 @@ class VIDataset:
     query_ir: list[Tracklet]
     gallery_rgb: list[Tracklet]
     train_pid_map: dict[int, int] = field(default_factory=dict)  # original pid -> label
+    protocol: str = "hitsz_vcm"  # the evaluation rule (cmft.evaluation.protocols): hitsz_vcm, sysu or regdb
 
     @property
     def num_train_pids(self) -> int:
