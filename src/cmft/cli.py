@@ -15,21 +15,31 @@ from cmft import cli_track  # noqa: F401  (registers `track` and `track-eval` on
 from cmft._cli_app import _fail, _progress, _task_callback, app, console, err
 
 
-def _load_vcm(root: Path, skip_missing: bool = False, check_files: bool = True, splits: tuple[str, ...] | None = None):  # noqa: ANN202
-    """Load a HITSZ-VCM tree; by default every split whose name list has frames (a ``cmft track`` export may hold one)."""
-    from cmft.data import DatasetFormatError, load_hitsz_vcm
+def _load_data(root: Path, dataset: str = "auto", skip_missing: bool = False, check_files: bool = True,
+               splits: tuple[str, ...] | None = None, trial: int | None = None, mode: str = "all"):  # noqa: ANN202
+    """Load any supported dataset, or exit with its error. HITSZ-VCM: by default every split whose name list has
+    frames (a ``cmft track`` export may hold only the test split)."""
+    from cmft.data.datasets.hitsz_vcm import DatasetFormatError
+    from cmft.data.datasets.registry import detect_dataset, load_dataset
 
-    if splits is None:
-        present = tuple(s for s in ("train", "test") if (root / "info" / f"{s}_name.txt").is_file()
-                        and (root / "info" / f"{s}_name.txt").stat().st_size > 0)
-        splits = present or ("train", "test")
     try:
-        return load_hitsz_vcm(root, check_files=check_files, skip_missing=skip_missing, splits=splits)
-    except DatasetFormatError as e:
+        name = detect_dataset(root) if dataset == "auto" else dataset
+        options: dict[str, Any] = {}
+        if name == "hitsz_vcm":
+            if splits is None:
+                present = tuple(s for s in ("train", "test") if (root / "info" / f"{s}_name.txt").is_file()
+                                and (root / "info" / f"{s}_name.txt").stat().st_size > 0)
+                splits = present or ("train", "test")
+            options = {"check_files": check_files, "splits": splits}
+        elif name == "regdb":
+            options = {"check_files": check_files}
+        return load_dataset(name, root, trial=trial, mode=mode, skip_missing=skip_missing, **options)
+    except (DatasetFormatError, ValueError) as e:
         _fail(str(e))
 
 
 def _metrics_table(results: dict[str, dict], title: str) -> Table:
+    """Rank-1/5/10/20, mAP, mINP per row; rows averaged over trials show ``mean ± sd`` for Rank-1 and mAP."""
     from cmft.data.types import DIRECTION_TITLES
 
     table = Table(title=title)
@@ -38,36 +48,43 @@ def _metrics_table(results: dict[str, dict], title: str) -> Table:
     for d, m in results.items():
         cmc = m["cmc"]
         ranks = [f"{100 * cmc[k - 1]:.2f}" if k <= len(cmc) else "-" for k in (1, 5, 10, 20)]
-        table.add_row(DIRECTION_TITLES.get(d, d), *ranks, f"{100 * m['mAP']:.2f}", f"{100 * m['mINP']:.2f}", str(m["num_valid_queries"]))
+        mAP = f"{100 * m['mAP']:.2f}"
+        if "mAP_std" in m:
+            ranks[0] += f" ± {100 * m['cmc_std'][0]:.2f}"
+            mAP += f" ± {100 * m['mAP_std']:.2f}"
+        table.add_row(DIRECTION_TITLES.get(d, d), *ranks, mAP, f"{100 * m['mINP']:.2f}", str(m["num_valid_queries"]))
     return table
 
 
 def _jsonable_metrics(results: dict[str, dict]) -> dict[str, dict]:
-    return {
-        d: {"rank1": float(m["cmc"][0]), "cmc": [float(x) for x in m["cmc"]], "mAP": float(m["mAP"]), "mINP": float(m["mINP"]),
-            "num_valid_queries": int(m["num_valid_queries"])}
-        for d, m in results.items()
-    }
+    out = {}
+    for d, m in results.items():
+        out[d] = {"rank1": float(m["cmc"][0]), "cmc": [float(x) for x in m["cmc"]], "mAP": float(m["mAP"]),
+                  "mINP": float(m["mINP"]), "num_valid_queries": int(m["num_valid_queries"])}
+        if "mAP_std" in m:
+            out[d].update(trials=int(m["trials"]), rank1_std=float(m["cmc_std"][0]), mAP_std=float(m["mAP_std"]),
+                          mINP_std=float(m["mINP_std"]))
+    return out
 
 
 @app.command()
 def info(
-    root: Annotated[Path, typer.Argument(help="dataset root (HITSZ-VCM layout: info/ beside the image folders)")],
-    dataset: Annotated[str, typer.Option(help="dataset format")] = "hitsz_vcm",
+    root: Annotated[Path, typer.Argument(help="dataset root: HITSZ-VCM (info/), SYSU-MM01 (exp/, cam1..cam6) or RegDB (idx/, Visible, Thermal)")],
+    dataset: Annotated[str, typer.Option(help="auto (from the layout), hitsz_vcm, sysu_mm01 or regdb")] = "auto",
+    trial: Annotated[Optional[int], typer.Option(help="RegDB split 1..10 / SYSU-MM01 gallery draw 0..9")] = None,
+    mode: Annotated[str, typer.Option(help="SYSU-MM01 search mode: all or indoor")] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
     skip_missing: Annotated[bool, typer.Option(help="drop frames listed but missing on disk")] = False,
     check_files: Annotated[bool, typer.Option(help="check that every listed frame exists")] = True,
 ) -> None:
     """Summarise a dataset: ids, tracklets and frames per modality and split (infrared->visible protocol)."""
-    if dataset != "hitsz_vcm":
-        _fail(f"unknown dataset {dataset!r}; supported: hitsz_vcm")
     from cmft.data import dataset_summary
 
-    ds = _load_vcm(root, skip_missing, check_files)
+    ds = _load_data(root, dataset, skip_missing=skip_missing, check_files=check_files, trial=trial, mode=mode)
     if as_json:
         print(json.dumps(dataset_summary(ds), indent=2))
         return
-    _print_summary(ds, f"{dataset}: {root}")
+    _print_summary(ds, f"{ds.name}: {root}")
 
 
 def _print_summary(ds: Any, title: str) -> None:
@@ -132,7 +149,7 @@ def baseline(
     from cmft.evaluation.retrieval import ClipSpec, evaluate_directions
     from cmft.models import GreyMotionDescriptor
 
-    ds = _load_vcm(root, splits=("test",))
+    ds = _load_data(root, splits=("test",))
     spec = ClipSpec(seq_len=seq_len, height=height, width=width, workers=workers)
     with _progress() as p:
         results = evaluate_directions(GreyMotionDescriptor(), ds, spec, progress=lambda name: _task_callback(p, f"embedding {name}"))
@@ -212,7 +229,7 @@ class _TrainReporter:
                 f"{record['clips_per_s']:.1f} clips/s, {record['seconds']:.0f} s")
         if "eval" in record:
             e = record["eval"]
-            line += "".join(f" | {DIRECTION_TITLES[d]} R1 {100 * e[d]['cmc'][0]:.1f} mAP {100 * e[d]['mAP']:.1f}" for d in ("ir2rgb", "rgb2ir"))
+            line += "".join(f" | {DIRECTION_TITLES[d]} R1 {100 * e[d]['cmc'][0]:.1f} mAP {100 * e[d]['mAP']:.1f}" for d in ("ir2rgb", "rgb2ir") if d in e)
         err.print(line)
 
 
@@ -224,7 +241,7 @@ def _run_training(config: Any, run_dir: Path, resume: bool, dataset: Any = None)
         with _progress() as p:
             reporter = _TrainReporter(p, config.train.epochs) if main_process else None
             return train(config, run_dir, resume=resume, reporter=reporter, dataset=dataset)
-    except (TrainingDiverged, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (TrainingDiverged, FileExistsError, FileNotFoundError, ValueError) as e:  # DatasetFormatError is a ValueError
         _fail(str(e))
 
 
@@ -248,7 +265,7 @@ def train_cmd(
         return
     console.print(f"[green]done[/]: {result.epochs_done} epochs in {run_dir}")
     if result.best is not None:
-        console.print(_metrics_table({d: result.best[d] for d in ("ir2rgb", "rgb2ir")}, f"best checkpoint (epoch {result.best['epoch'] + 1})"))
+        console.print(_metrics_table({d: result.best[d] for d in ("ir2rgb", "rgb2ir") if d in result.best}, f"best checkpoint (epoch {result.best['epoch'] + 1})"))
 
 
 def _evaluate_checkpoint(
@@ -268,7 +285,7 @@ def _evaluate_checkpoint(
     model = model_from_checkpoint(ckpt, device)
     with _progress() as p:
         sets = embed_test_sets(model.embed, dataset, spec, device, progress=lambda name: _task_callback(p, f"embedding {name}"))
-    results = score_directions(sets)
+    results = score_directions(sets, protocol=dataset.protocol)
     if report is not None:
         _write_report(report, results, dataset, sets, title, ckpt, extra)
     return results
@@ -282,18 +299,18 @@ def _write_report(out: Path, results: dict[str, dict], dataset: Any, sets: dict,
     out.mkdir(parents=True, exist_ok=True)
     plot_cmc(results, out / "cmc.png", title)
     pictures = []
-    for d in ("ir2rgb", "rgb2ir"):
+    for d in results:
         q, g = (sets["ir"], sets["rgb"]) if d == "ir2rgb" else (sets["rgb"], sets["ir"])
         qt, gt = dataset.split(d)
         picks = list(range(0, len(qt), max(len(qt) // 6, 1)))[:6]
-        ranked = top_k(q.feats, g.feats, q.pids, g.pids, q.camids, g.camids, picks, k=8)
+        ranked = top_k(q.feats, g.feats, q.pids, g.pids, q.camids, g.camids, picks, k=8, protocol=dataset.protocol)
         ranked_list_grid(qt, gt, ranked, picks, out / f"ranked_{d}.png")
         pictures.append(f"### {DIRECTION_TITLES[d]}\n\n![ranked list {d}](ranked_{d}.png)\n")
     (out / "metrics.json").write_text(json.dumps(_jsonable_metrics(results), indent=2))
     lines = [f"# {title}", "", metrics_markdown(results), "", extra, "![CMC curves](cmc.png)", "",
              "## Ranked lists", "", "Each row: a query (grey border), then its 8 best matches in the other modality, "
-             "green when the identity is right, red when wrong (gallery items of the query's own identity and camera are "
-             "excluded, as the protocol does).", "", *pictures]
+             "green when the identity is right, red when wrong (gallery items the protocol removes for that query are "
+             "excluded).", "", *pictures]
     if ckpt is not None:
         lines += ["## Model", "", f"`{ckpt['model_name']}` trained {ckpt['epoch'] + 1} epochs, arguments `{ckpt['model_args']}`."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
@@ -303,7 +320,11 @@ def _write_report(out: Path, results: dict[str, dict], dataset: Any, sets: dict,
 @app.command("eval")
 def eval_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="a cmft checkpoint (last.pt / best.pt of a run)")],
-    data: Annotated[Path, typer.Option(help="HITSZ-VCM dataset root")],
+    data: Annotated[Path, typer.Option(help="dataset root: HITSZ-VCM, SYSU-MM01 or RegDB layout")],
+    dataset: Annotated[str, typer.Option(help="auto (from the layout), hitsz_vcm, sysu_mm01 or regdb")] = "auto",
+    trial: Annotated[Optional[int], typer.Option(help="RegDB split 1..10 (default: the one the checkpoint trained on)")] = None,
+    trials: Annotated[int, typer.Option(help="SYSU-MM01: gallery draws averaged (the protocol: 10)")] = 10,
+    shots: Annotated[int, typer.Option(help="SYSU-MM01 gallery images per identity and camera: 1 (single-shot) or 10 (multi-shot)")] = 1,
     seq_len: Annotated[Optional[int], typer.Option(help="frames per test clip (default: the run's eval.seq_len)")] = None,
     batch_size: Annotated[int, typer.Option(help="clips per forward pass")] = 32,
     workers: Annotated[int, typer.Option(help="frame-decoding worker processes")] = 2,
@@ -311,23 +332,109 @@ def eval_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print metrics as JSON")] = False,
     report: Annotated[Optional[Path], typer.Option(help="write a report (markdown, CMC curves, ranked lists) to this folder")] = None,
 ) -> None:
-    """Evaluate a checkpoint on both HITSZ-VCM directions: Rank-1/5/10/20, mAP, mINP."""
+    """Evaluate a checkpoint with the dataset's protocol: HITSZ-VCM and RegDB both directions; SYSU-MM01 all- and
+    indoor-search, mean of the gallery draws. Rank-1/5/10/20, mAP, mINP."""
+    from cmft.data.datasets.hitsz_vcm import DatasetFormatError
+    from cmft.data.datasets.registry import detect_dataset
     from cmft.engine.checkpoint import load_checkpoint
     from cmft.evaluation.retrieval import ClipSpec
 
     try:
         cfg = load_checkpoint(checkpoint)["config"]
-    except (FileNotFoundError, ValueError) as e:
+        name = detect_dataset(data) if dataset == "auto" else dataset
+    except (FileNotFoundError, ValueError) as e:  # DatasetFormatError is a ValueError
         _fail(str(e))
-    dataset = _load_vcm(data, splits=("test",))
     spec = ClipSpec(seq_len or cfg["eval"]["seq_len"], cfg["data"]["height"], cfg["data"]["width"], batch_size, workers, flip)
-    results = _evaluate_checkpoint(checkpoint, dataset, spec, report, f"{checkpoint} on {data}")
+    title = f"{checkpoint} on {data}"
+    if name == "sysu_mm01":
+        try:
+            results = _evaluate_sysu(checkpoint, data, spec, trials, shots)
+        except (DatasetFormatError, ValueError) as e:
+            _fail(str(e))
+        title += f" (mean of {trials} gallery draws, {'single' if shots == 1 else f'{shots}-'}shot)"
+        if report is not None:
+            from cmft.evaluation.report import metrics_markdown, plot_cmc
+
+            report.mkdir(parents=True, exist_ok=True)
+            plot_cmc(results, report / "cmc.png", title)
+            (report / "metrics.json").write_text(json.dumps(_jsonable_metrics(results), indent=2))
+            (report / "report.md").write_text(f"# {title}\n\n{metrics_markdown(results)}\n\n![CMC curves](cmc.png)\n")
+    else:
+        ds = _load_data(data, name, splits=("test",), trial=trial if trial is not None else cfg["data"].get("trial"))
+        results = _evaluate_checkpoint(checkpoint, ds, spec, report, title)
     if as_json:
         print(json.dumps(_jsonable_metrics(results), indent=2))
     else:
-        console.print(_metrics_table(results, f"{checkpoint} on {data}"))
+        console.print(_metrics_table(results, title))
     if report is not None:
         err.print(f"report: {report / 'report.md'}")
+
+
+def _evaluate_sysu(ckpt_path: Path, root: Path, spec: Any, trials: int, shots: int) -> dict[str, dict]:
+    """SYSU-MM01 all-search and indoor-search rows (``{"all-search": mean metrics, "indoor-search": ...}``)."""
+    import torch
+
+    from cmft.engine.checkpoint import model_from_checkpoint
+    from cmft.evaluation.trials import evaluate_sysu
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model_from_checkpoint(ckpt_path, device)
+    with _progress() as p:
+        out = evaluate_sysu(model.embed, root, spec, device, trials=range(trials), shots=shots,
+                            progress=lambda name: _task_callback(p, f"embedding {name}"))
+    return {f"{mode}-search": r["mean"] for mode, r in out.items()}
+
+
+@app.command("regdb-trials")
+def regdb_trials(
+    data: Annotated[Path, typer.Option(help="RegDB root (Visible/, Thermal/, idx/)")],
+    out: Annotated[Path, typer.Option(help="folder for one run per trial (trial1/ ... trial10/) and summary.json")],
+    config: Annotated[Optional[Path], typer.Option("-c", "--config", help="YAML config (e.g. configs/regdb/cmft_r50.yaml)")] = None,
+    trials: Annotated[str, typer.Option(help="which splits, e.g. 1-10 or 1,3,5")] = "1-10",
+    workers: Annotated[int, typer.Option(help="frame-decoding worker processes for evaluation")] = 2,
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="dotted overrides for every trial, e.g. train.epochs=10")] = None,
+) -> None:
+    """RegDB's protocol: train one model per split, evaluate each on its own test split (both directions), report
+    the mean and standard deviation. Finished trials are kept; an interrupted one resumes."""
+    from cmft.atomic import write_text_atomic
+    from cmft.config import ConfigError, load_config
+    from cmft.engine.checkpoint import load_checkpoint
+    from cmft.evaluation.retrieval import ClipSpec
+    from cmft.evaluation.trials import aggregate_trials
+
+    try:
+        picks = sorted({t for part in trials.split(",") for t in (
+            range(int(part.split("-")[0]), int(part.split("-")[1]) + 1) if "-" in part else [int(part)])})
+    except ValueError:
+        _fail(f"--trials must look like 1-10 or 1,3,5; got {trials!r}")
+    if not picks or picks[0] < 1 or picks[-1] > 10:
+        _fail(f"RegDB has splits 1..10; got {trials!r}")
+    per_trial: dict[int, dict[str, dict]] = {}
+    for t in picks:
+        try:
+            cfg = load_config(config, [*(overrides or []), f"data.root={data}", "data.dataset=regdb", f"data.trial={t}"])
+        except ConfigError as e:
+            _fail(str(e))
+        ds = _load_data(data, "regdb", trial=t)
+        run_dir = out / f"trial{t}"
+        last = run_dir / "last.pt"
+        done = last.exists() and load_checkpoint(last)["epoch"] + 1 >= cfg.train.epochs
+        if done:
+            err.print(f"trial {t}: already trained in {run_dir}")
+        else:
+            err.print(f"trial {t}: {'resuming' if last.exists() else 'training'} in {run_dir}")
+            _run_training(cfg, run_dir, last.exists(), ds)
+        best = run_dir / ("best.pt" if (run_dir / "best.pt").exists() else "last.pt")
+        spec = ClipSpec(cfg.eval.seq_len, cfg.data.height, cfg.data.width, cfg.eval.batch_size, workers, cfg.eval.flip)
+        per_trial[t] = _evaluate_checkpoint(best, ds, spec, None, f"trial {t}")
+        console.print(_metrics_table(per_trial[t], f"RegDB trial {t} ({best})"))
+    summary = {d: aggregate_trials([r[d] for r in per_trial.values()]) for d in ("rgb2ir", "ir2rgb")}
+    titles = {"rgb2ir": "visible -> thermal", "ir2rgb": "thermal -> visible"}
+    console.print(_metrics_table({titles[d]: m for d, m in summary.items()}, f"RegDB, mean of {len(picks)} trials"))
+    payload = {"trials": picks, "mean": _jsonable_metrics(summary),
+               "per_trial": {str(t): _jsonable_metrics(r) for t, r in per_trial.items()}}
+    write_text_atomic(out / "summary.json", json.dumps(payload, indent=2))
+    err.print(f"summary: {out / 'summary.json'}")
 
 
 @app.command()
@@ -357,7 +464,7 @@ def demo(
         else:
             with _progress() as p:
                 generate_synthetic(root, synth_cfg, progress=_task_callback(p, "generating synthetic identities"))
-    dataset = _load_vcm(root)
+    dataset = _load_data(root)
     _print_summary(dataset, f"hitsz_vcm: {root}")
     config_file = resources.files("cmft") / "configs" / "demo_cpu.yaml"
     try:

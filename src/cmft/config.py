@@ -16,7 +16,10 @@ import yaml
 class DataConfig:
     """Where the dataset is and how clips and batches are made."""
 
-    root: str = "out/synth"  # HITSZ-VCM layout
+    root: str = "out/synth"  # HITSZ-VCM, SYSU-MM01 or RegDB layout
+    dataset: str = "auto"  # hitsz_vcm, sysu_mm01, regdb, or auto (from the folder's layout)
+    trial: int | None = None  # RegDB split 1..10 (default 1); SYSU-MM01 gallery draw for in-training evaluation (default 0)
+    search_mode: str = "all"  # SYSU-MM01 in-training evaluation: all or indoor search
     seq_len: int = 6  # frames per training clip
     height: int = 256
     width: int = 128

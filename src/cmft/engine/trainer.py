@@ -21,7 +21,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from cmft.config import Config, config_from_dict, save_config
-from cmft.data.datasets.hitsz_vcm import load_hitsz_vcm
+from cmft.data.datasets.registry import load_dataset
 from cmft.data.loader import build_train_loader
 from cmft.data.types import VIDataset
 from cmft.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -136,7 +136,7 @@ def evaluate_model(
     model: torch.nn.Module, dataset: VIDataset, cfg: Config, device: torch.device, autocast: torch.dtype | None,
     dist_info: DistInfo = DistInfo(),
 ) -> dict[str, Any]:
-    """Both HITSZ-VCM directions (``{"ir2rgb": metrics, "rgb2ir": metrics}``).
+    """Both directions (``{"ir2rgb": metrics, "rgb2ir": metrics}``; SYSU-MM01: ``ir2rgb`` only) under the dataset's rule.
 
     Under DDP every rank embeds its share of each test set and the features are gathered in order;
     all ranks return the same metrics.
@@ -159,7 +159,7 @@ def evaluate_model(
             sets[name] = Embeddings(feats, np.array([t.pid for t in tracklets]), np.array([t.camid for t in tracklets]))
     random.setstate(state[0])
     np.random.set_state(state[1])
-    return score_directions(sets)
+    return score_directions(sets, protocol=dataset.protocol)
 
 
 def train(
@@ -184,7 +184,8 @@ def train(
 
     # data
     if dataset is None:
-        dataset = load_hitsz_vcm(cfg.data.root, skip_missing=cfg.data.skip_missing)
+        dataset = load_dataset(cfg.data.dataset, cfg.data.root, trial=cfg.data.trial, mode=cfg.data.search_mode,
+                               skip_missing=cfg.data.skip_missing)
     d = cfg.data
     loader = build_train_loader(dataset, d.seq_len, d.height, d.width, d.num_ids, d.num_instances, d.workers,
                                 cfg.train.seed, dist_info.world_size, dist_info.rank)

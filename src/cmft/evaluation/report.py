@@ -45,14 +45,19 @@ def plot_cmc(results: dict[str, dict[str, Any]], path: str | Path, title: str = 
 
 def top_k(
     q_feats: torch.Tensor, g_feats: torch.Tensor, q_pids: np.ndarray, g_pids: np.ndarray,
-    q_camids: np.ndarray, g_camids: np.ndarray, queries: Sequence[int], k: int = 8,
+    q_camids: np.ndarray, g_camids: np.ndarray, queries: Sequence[int], k: int = 8, protocol: str = "hitsz_vcm",
 ) -> list[list[int]]:
-    """Gallery indices of the k best matches of some queries, by cosine, under the HITSZ-VCM removal rule."""
+    """Gallery indices of the k best matches of some queries, by cosine, under a protocol's removal rule."""
+    from cmft.evaluation.protocols import get_protocol
+
     q = F.normalize(q_feats[list(queries)].float(), dim=1)
     g = F.normalize(g_feats.float(), dim=1)
     dist = -(q @ g.t())
-    removed = torch.as_tensor((q_pids[list(queries)][:, None] == g_pids[None]) & (q_camids[list(queries)][:, None] == g_camids[None]))
-    dist = dist.masked_fill(removed, float("inf"))
+    rule = get_protocol(protocol).remove
+    if rule is not None:
+        same_pid = torch.as_tensor(q_pids[list(queries)][:, None] == g_pids[None])
+        removed = rule(same_pid, torch.as_tensor(q_camids[list(queries)])[:, None], torch.as_tensor(g_camids)[None])
+        dist = dist.masked_fill(removed, float("inf"))
     order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
     return order.tolist()
 

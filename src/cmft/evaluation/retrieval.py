@@ -86,14 +86,22 @@ def embed_test_sets(
     }
 
 
-def score_directions(sets: dict[str, Embeddings], directions: Sequence[Direction] = DIRECTIONS) -> dict[str, dict]:
-    """HITSZ-VCM metrics per direction (``ir2rgb``: infrared query -> visible gallery; ``rgb2ir``: the reverse)."""
+def protocol_directions(protocol: str) -> tuple[Direction, ...]:
+    """The directions a protocol reports: SYSU-MM01 only infrared -> visible (its rule is about IR query cameras)."""
+    return ("ir2rgb",) if protocol == "sysu" else DIRECTIONS
+
+
+def score_directions(
+    sets: dict[str, Embeddings], directions: Sequence[Direction] | None = None, protocol: str = "hitsz_vcm"
+) -> dict[str, dict]:
+    """Metrics per direction (``ir2rgb``: infrared query -> visible gallery; ``rgb2ir``: the reverse) under a
+    protocol's rule (default directions: :func:`protocol_directions`)."""
     from cmft.evaluation.metrics import evaluate_features
 
     out: dict[str, dict] = {}
-    for d in directions:
+    for d in directions or protocol_directions(protocol):
         q, g = (sets["ir"], sets["rgb"]) if d == "ir2rgb" else (sets["rgb"], sets["ir"])
-        out[d] = evaluate_features(q.feats, g.feats, q.pids, g.pids, q.camids, g.camids, protocol="hitsz_vcm")
+        out[d] = evaluate_features(q.feats, g.feats, q.pids, g.pids, q.camids, g.camids, protocol=protocol)
     return out
 
 
@@ -102,8 +110,8 @@ def evaluate_directions(
     dataset: VIDataset,
     spec: ClipSpec = ClipSpec(),
     device: str | torch.device = "cpu",
-    directions: Sequence[Direction] = DIRECTIONS,
+    directions: Sequence[Direction] | None = None,
     progress: Callable[[str], Progress] | None = None,
 ) -> dict[str, dict]:
-    """Embed both test sets once and score each direction (see :func:`score_directions`)."""
-    return score_directions(embed_test_sets(embed, dataset, spec, device, progress), directions)
+    """Embed both test sets once and score each direction under the dataset's protocol (see :func:`score_directions`)."""
+    return score_directions(embed_test_sets(embed, dataset, spec, device, progress), directions, dataset.protocol)
