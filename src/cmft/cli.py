@@ -351,7 +351,7 @@ def eval_cmd(
             results = _evaluate_sysu(checkpoint, data, spec, trials, shots)
         except (DatasetFormatError, ValueError) as e:
             _fail(str(e))
-        title += f" (mean of {trials} gallery draws, {'single' if shots == 1 else f'{shots}-'}shot)"
+        title += f" (mean of {trials} gallery draws, {'single' if shots == 1 else 'multi'}-shot)"
         if report is not None:
             from cmft.evaluation.report import metrics_markdown, plot_cmc
 
