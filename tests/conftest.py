@@ -81,3 +81,16 @@ def tiny_train_overrides(root: Path, *extra: str) -> list[str]:
         "data.num_instances=2", "data.workers=0", "model.name=cmft_r18", "loss.warm_epochs=1",
         "train.eval_every=1", "eval.seq_len=3", "optim.warmup_epochs=1", "train.amp=fp32", "train.epochs=3", *extra,
     ]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(vcm4: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-epoch cmft_r18 run on :func:`vcm4`: a real checkpoint for evaluation, extraction and export tests."""
+    from typer.testing import CliRunner
+
+    from cmft.cli import app
+
+    run = tmp_path_factory.mktemp("tiny_run")
+    r = CliRunner().invoke(app, ["train", "--out", str(run), *tiny_train_overrides(vcm4, "train.epochs=1")])
+    assert r.exit_code == 0, r.output
+    return run / "last.pt"

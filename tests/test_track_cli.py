@@ -23,17 +23,6 @@ runner = CliRunner()
 GT = ["--gt-scale", "0.625"]
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(vcm4: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A one-epoch cmft_r18 run on the tiny HITSZ-VCM tree: enough to exercise evaluation and the cmft embedder."""
-    from conftest import tiny_train_overrides
-
-    run = tmp_path_factory.mktemp("run")
-    r = runner.invoke(app, ["train", "--out", str(run), *tiny_train_overrides(vcm4, "train.epochs=1")])
-    assert r.exit_code == 0, r.output
-    return run / "last.pt"
-
-
 def test_track_eval_pets_meets_the_bar() -> None:
     """The issue's bar on the whole PETS09-S2L1 video: MOTA >= 0.6 and IDF1 >= 0.55 with the Yolo-Fastest body detector."""
     need_data()
