@@ -287,12 +287,12 @@ def _evaluate_checkpoint(
         sets = embed_test_sets(model.embed, dataset, spec, device, progress=lambda name: _task_callback(p, f"embedding {name}"))
     results = score_directions(sets, protocol=dataset.protocol)
     if report is not None:
-        _write_report(report, results, dataset, sets, title, ckpt, extra)
+        _write_report(report, results, dataset, sets, title, ckpt, extra, model, spec)
     return results
 
 
 def _write_report(out: Path, results: dict[str, dict], dataset: Any, sets: dict, title: str, ckpt: Optional[dict] = None,
-                  extra: str = "") -> Path:
+                  extra: str = "", model: Any = None, spec: Any = None) -> Path:
     from cmft.data.types import DIRECTION_TITLES
     from cmft.evaluation.report import metrics_markdown, plot_cmc, ranked_list_grid, top_k
 
@@ -306,6 +306,7 @@ def _write_report(out: Path, results: dict[str, dict], dataset: Any, sets: dict,
         ranked = top_k(q.feats, g.feats, q.pids, g.pids, q.camids, g.camids, picks, k=8, protocol=dataset.protocol)
         ranked_list_grid(qt, gt, ranked, picks, out / f"ranked_{d}.png")
         pictures.append(f"### {DIRECTION_TITLES[d]}\n\n![ranked list {d}](ranked_{d}.png)\n")
+    pictures += _report_visuals(out, dataset, sets, model, spec)
     (out / "metrics.json").write_text(json.dumps(_jsonable_metrics(results), indent=2))
     lines = [f"# {title}", "", metrics_markdown(results), "", extra, "![CMC curves](cmc.png)", "",
              "## Ranked lists", "", "Each row: a query (grey border), then its 8 best matches in the other modality, "
@@ -315,6 +316,37 @@ def _write_report(out: Path, results: dict[str, dict], dataset: Any, sets: dict,
         lines += ["## Model", "", f"`{ckpt['model_name']}` trained {ckpt['epoch'] + 1} epochs, arguments `{ckpt['model_args']}`."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return out / "report.md"
+
+
+def _report_visuals(out: Path, dataset: Any, sets: dict, model: Any, spec: Any) -> list[str]:
+    """The modality-gap map and, for a CCF model, the cross-attention of one true infrared/visible pair."""
+    from cmft.evaluation.visuals import attention_figure, cross_attention_maps, embedding_plot, test_clip
+
+    parts = []
+    feats = {m: sets[m].feats.numpy() for m in ("rgb", "ir")}
+    pids = {m: sets[m].pids for m in ("rgb", "ir")}
+    try:
+        embedding_plot(feats, pids, out / "embedding.png")
+        parts.append("## Embedding space\n\nIdentities (colour) in both modalities (circle visible, triangle infrared): "
+                     "same-colour markers far apart are the modality gap.\n\n![embedding](embedding.png)\n")
+    except ValueError:
+        pass  # no identity in both modalities (e.g. an unlabelled export)
+    if model is not None and spec is not None and getattr(model, "fusion", None) is not None:
+        gallery_by_pid = {t.pid: t for t in reversed(dataset.gallery_rgb)}
+        pair = next(((q, gallery_by_pid[q.pid]) for q in dataset.query_ir if q.pid in gallery_by_pid), None)
+        if pair is not None:
+            device = next(model.parameters()).device
+            ir = test_clip(pair[0].paths, spec.seq_len, spec.height, spec.width).to(device)
+            rgb = test_clip(pair[1].paths, spec.seq_len, spec.height, spec.width).to(device)
+            try:
+                maps = cross_attention_maps(model, rgb, ir)
+            except ValueError:
+                maps = {}
+            if maps:
+                attention_figure(maps, rgb, ir, out / "attention.png", title=f"CCF cross-attention, identity {pair[0].pid}")
+                parts.append("## Cross-attention\n\nA visible clip and an infrared clip of the same person: where the "
+                             "visible tokens attend in the infrared frames (CCF, eq. 5).\n\n![attention](attention.png)\n")
+    return parts
 
 
 @app.command("eval")
