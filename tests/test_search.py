@@ -1,16 +1,25 @@
-"""Gallery search: the index (real FAISS, flat and HNSW) and its files."""
+"""Gallery search: the index (real FAISS, flat and HNSW), its files, indexing with a checkpoint, `cmft index` and
+`cmft search`, and the acceptance check that search ranks exactly as `cmft eval` does."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
 
+from cmft.cli import app
 from cmft.search import GalleryIndex, IndexFormatError
+
+runner = CliRunner()
+
 
 def _entries(n: int, cameras: int = 3, prefix: str = "t") -> list[dict]:
     return [{"key": f"{prefix}{i}", "camera": i % cameras + 1, "modality": "rgb" if i % 2 else "ir", "pid": i // 4,
@@ -196,3 +205,203 @@ def test_broken_index_folders_are_refused_naming_the_file(tmp_path: Path) -> Non
     (f / "index.json").unlink()
     with pytest.raises(IndexFormatError, match=r"index\.json: missing"):
         GalleryIndex.load(f)
+
+
+# --- indexing with a checkpoint and the command line ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic HITSZ-VCM tree: 4 test ids, 22 infrared and 22 visible test tracklets."""
+    from cmft.data.datasets.synthetic import SynthConfig, generate_synthetic
+
+    root = tmp_path_factory.mktemp("search") / "synth"
+    generate_synthetic(root, SynthConfig(ids=6, train_ids=2, height=32, width=16, max_frames=14, workers=1))
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(synth: Path, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`cmft index` of the synthetic test split with the tiny checkpoint (read-only for the tests: copy to change)."""
+    out = tmp_path_factory.mktemp("search") / "index"
+    r = runner.invoke(app, ["index", str(synth), "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "44 entries" in r.output and "44 new" in r.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def eval_sets(synth: Path, tiny_checkpoint: Path) -> tuple:
+    """What `cmft eval` computes for the same data: the test sets embedded by its loader and model."""
+    from cmft.data import load_hitsz_vcm
+    from cmft.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from cmft.evaluation.retrieval import ClipSpec, embed_test_sets
+
+    ds = load_hitsz_vcm(synth, splits=("test",))
+    ckpt = load_checkpoint(tiny_checkpoint)
+    cfg = ckpt["config"]
+    spec = ClipSpec(cfg["eval"]["seq_len"], cfg["data"]["height"], cfg["data"]["width"], 32, 0)
+    return ds, embed_test_sets(model_from_checkpoint(ckpt).embed, ds, spec)
+
+
+def _search(index: Path, *args: str) -> list[dict]:
+    r = runner.invoke(app, ["search", str(index), *args, "--json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_search_ranks_exactly_as_eval(built: Path, eval_sets: tuple) -> None:
+    """For every query of both directions, `cmft search --json` returns eval's ranked gallery, in order.
+
+    `cmft eval` ranks with the HITSZ-VCM rule (gallery items of the query's identity and camera removed); search
+    removes nothing unless asked, so each query is checked twice: with --exclude-same-camera-pid against eval's
+    own top-k (`top_k(..., protocol="hitsz_vcm")`, what the report's ranked lists use) and without it against the
+    same ranking with nothing removed, over the whole gallery."""
+    from cmft.evaluation.report import top_k
+
+    ds, sets = eval_sets
+    removal_mattered = 0
+    for d in ("ir2rgb", "rgb2ir"):
+        qt, gt = ds.split(d)
+        q, g = (sets["ir"], sets["rgb"]) if d == "ir2rgb" else (sets["rgb"], sets["ir"])
+        ref_rule = top_k(q.feats, g.feats, q.pids, g.pids, q.camids, g.camids, range(len(qt)), k=10, protocol="hitsz_vcm")
+        ref_all = top_k(q.feats, g.feats, q.pids, g.pids, q.camids, g.camids, range(len(qt)), k=len(gt), protocol="regdb")
+        cos = torch.nn.functional.normalize(q.feats, dim=1) @ torch.nn.functional.normalize(g.feats, dim=1).T
+        for i, t in enumerate(qt):
+            got = _search(built, "--query", t.paths[0], "--top-k", "10", "--exclude-same-camera-pid")
+            assert [r["key"] for r in got] == [gt[j].paths[0] for j in ref_rule[i]], (d, i)
+            assert all(r["modality"] != t.modality for r in got)
+            assert np.allclose([r["score"] for r in got], cos[i, ref_rule[i]].numpy(), atol=1e-5)
+            everything = _search(built, "--query", t.paths[0], "--top-k", "100")
+            assert [r["key"] for r in everything] == [gt[j].paths[0] for j in ref_all[i]], (d, i)
+            removal_mattered += [r["key"] for r in everything[:10]] != [r["key"] for r in got]
+    assert removal_mattered > 0  # the rule changed some lists: the two checks are different checks
+
+
+def test_query_dir_embeds_like_the_index(built: Path, synth: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    entries = GalleryIndex.load(built).entries()
+    ir = next(e for e in entries if e["modality"] == "ir" and e["camera"] == 2)
+    folder = tmp_path / "query"
+    folder.mkdir()
+    for n, f in enumerate(ir["frames"], 1):
+        shutil.copy(f, folder / f"{n}.jpg")
+    by_key = _search(built, "--query", str(ir["id"]), "--top-k", "8")
+    by_dir = _search(built, "--query-dir", str(folder), "--query-modality", "ir", "--checkpoint", str(tiny_checkpoint),
+                     "--device", "cpu", "--top-k", "8")
+    assert [r["id"] for r in by_dir] == [r["id"] for r in by_key]
+    assert np.allclose([r["score"] for r in by_dir], [r["score"] for r in by_key], atol=1e-5)
+    # filters on the command line: cameras (repeated), modality any, same-modality search leaves the query out
+    cams = _search(built, "--query", str(ir["id"]), "--camera", "1", "--camera", "3", "--top-k", "50")
+    assert cams and {r["camera"] for r in cams} <= {1, 3} and {r["modality"] for r in cams} == {"rgb"}
+    n_rgb13 = sum(e["modality"] == "rgb" and e["camera"] in (1, 3) for e in entries)
+    assert len(cams) == n_rgb13
+    anym = _search(built, "--query", str(ir["id"]), "--modality", "any", "--top-k", "100")
+    assert len(anym) == len(entries) - 1 and ir["id"] not in [r["id"] for r in anym]
+    # a unique end of a key works as a query
+    tail = "/".join(Path(ir["key"]).parts[-4:])
+    assert _search(built, "--query", tail, "--top-k", "3") == _search(built, "--query", ir["key"], "--top-k", "3")
+    # the table: one row per result with the key
+    r = runner.invoke(app, ["search", str(built), "--query", str(ir["id"]), "--top-k", "3"])
+    assert r.exit_code == 0 and "score" in r.output and r.output.count("rgb") >= 3
+
+
+def test_index_contents_thumbnails_and_incremental_add(built: Path, synth: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    idx = GalleryIndex.load(built)
+    assert idx.meta["checkpoint"] == str(tiny_checkpoint.resolve()) and idx.meta["seq_len"] == 3 and idx.kind == "flat"
+    e = idx.entry(0)
+    assert e["key"] == e["source"] == e["frames"][0] and Path(e["key"]).is_file() and e["pid"] is not None
+    with Image.open(built / e["thumbnail"]) as im:
+        assert im.format == "JPEG" and im.height == 128
+    assert len(list((built / "thumbs").glob("*.jpg"))) == len(idx) == 44
+    out = tmp_path / "index"
+    shutil.copytree(built, out)
+    before = (out / "embeddings.npy").read_bytes()
+    ck = ["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--device", "cpu"]
+    r = runner.invoke(app, ["index", str(synth), *ck])  # the same dataset again: nothing new
+    assert r.exit_code == 0 and "44 entries" in r.output and "0 new" in r.output
+    assert (out / "embeddings.npy").read_bytes() == before
+    # plain tracklet folders: a second run appends only the folders not yet indexed
+    folders = []
+    for name, src in (("a", idx.entry(0)), ("b", idx.entry(30)), ("c", idx.entry(40))):
+        folders.append(tmp_path / "plain" / name)
+        folders[-1].mkdir(parents=True)
+        for n, f in enumerate(src["frames"], 1):
+            shutil.copy(f, folders[-1] / f"{n}.jpg")
+    r = runner.invoke(app, ["index", str(folders[0]), str(folders[1]), "--modality", "ir", "--camera", "7", *ck])
+    assert r.exit_code == 0 and "46 entries" in r.output and "2 new" in r.output, r.output
+    r = runner.invoke(app, ["index", str(folders[1]), str(folders[2]), "--modality", "ir", "--camera", "7", *ck])
+    assert r.exit_code == 0 and "47 entries" in r.output and "1 new" in r.output, r.output
+    grown = GalleryIndex.load(out)
+    assert [grown.entry(i)["key"] for i in (44, 45, 46)] == [str(f.resolve()) for f in folders]
+    assert {grown.entry(i)["camera"] for i in (44, 45, 46)} == {7} and grown.entry(46)["pid"] is None
+    assert np.array_equal(np.stack([grown.embedding(i) for i in range(44)]), np.stack([idx.embedding(i) for i in range(44)]))
+    assert np.allclose(grown.embedding(44), idx.embedding(0), atol=1e-5)  # the same frames embed the same
+    hits = _search(out, "--query", "44", "--modality", "ir", "--camera", "1", "--camera", "2", "--camera", "3", "--top-k", "1")
+    assert hits[0]["id"] == 0 and hits[0]["score"] > 0.9999
+
+
+def test_command_line_errors(built: Path, synth: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    def fails(*args: str) -> str:
+        r = runner.invoke(app, list(args))
+        assert r.exit_code == 2, r.output
+        return " ".join(r.output.split())
+
+    ck = ["--checkpoint", str(tiny_checkpoint), "--device", "cpu"]
+    assert "no such index folder" in fails("search", str(tmp_path / "missing"), "--query", "0")
+    assert "no entry has this key or id" in fails("search", str(built), "--query", "nobody/1.jpg")
+    assert "no entry with that id" in fails("search", str(built), "--query", "999")
+    assert "exactly one of --query" in fails("search", str(built))
+    assert "--query-modality" in fails("search", str(built), "--query-dir", str(synth))
+    broken = tmp_path / "broken"
+    shutil.copytree(built, broken)
+    (broken / "entries.json").write_text("[")
+    assert "entries.json: not valid JSON" in fails("search", str(broken), "--query", "0")
+    # another model: refused when extending the index and when embedding a query folder
+    other = tmp_path / "other.pt"
+    ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    name = next(k for k, v in ckpt["model"].items() if v.is_floating_point())
+    ckpt["model"][name] = ckpt["model"][name] + 0.01
+    torch.save(ckpt, other)
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    msg = fails("index", str(synth), "--checkpoint", str(other), "--out", str(copy), "--device", "cpu")
+    assert "index.json: built with another model" in msg
+    assert len(GalleryIndex.load(copy)) == 44
+    one = GalleryIndex.load(built).entry(0)["source"]
+    assert "built with another model" in fails("search", str(built), "--query-dir", str(Path(one).parent), "--query-modality",
+                                               "ir", "--checkpoint", str(other), "--device", "cpu")
+    # an index of another width; an approximate run on an exact index; folders that are no dataset
+    GalleryIndex.create(7).save(tmp_path / "dim7")
+    assert "7-wide embeddings" in fails("index", str(synth), *ck, "--out", str(tmp_path / "dim7"))
+    assert "leave out --approximate" in fails("index", str(synth), *ck, "--out", str(copy), "--approximate")
+    assert "--modality and --camera" in fails("index", str(tmp_path / "broken"), *ck, "--out", str(tmp_path / "x"))
+    assert "both --modality and --camera" in fails("index", str(synth), *ck, "--out", str(tmp_path / "x"), "--modality", "ir")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert "not a gallery index" in fails("index", str(synth), *ck, "--out", str(tmp_path / "busy"))
+
+
+def test_track_export_entries_carry_the_video_time(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    cv2 = pytest.importorskip("cv2", reason="writing a `cmft track` export needs the 'track' extra (OpenCV)")
+    from cmft.inference import Extractor
+    from cmft.search.indexing import index_dataset
+    from cmft.tracking.export import PlannedTracklet, SourceExport, export_dataset
+    from cmft.tracking.video import open_video
+
+    def source(name: str, camera: int, modality: str, first: int) -> SourceExport:
+        video = tmp_path / f"{name}.avi"
+        out = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (80, 60))
+        for i in range(first + 14):
+            out.write(np.full((60, 80, 3), 30 + 5 * i % 200, np.uint8))
+        out.release()
+        box = np.tile(np.array([[10, 5, 30, 55]], np.float64), (14, 1))
+        return SourceExport(open_video(video), camera, modality, [PlannedTracklet(1, list(range(first, first + 14)), box)],
+                            {"fps": 10.0})
+
+    root = tmp_path / "site"
+    export_dataset(root, [source("day", 1, "rgb", 20), source("night", 2, "ir", 5)])
+    idx = index_dataset(Extractor(tiny_checkpoint, device="cpu"), root, tmp_path / "index")
+    by_mod = {e["modality"]: e for e in idx.entries()}
+    assert by_mod["rgb"]["time"] == f"{tmp_path / 'day.avi'}#20" and by_mod["rgb"]["seconds"] == 2.0
+    assert by_mod["ir"]["time"] == f"{tmp_path / 'night.avi'}#5" and by_mod["ir"]["video_frames"][:2] == [5, 6]
+    assert by_mod["ir"]["label"] == "track" and GalleryIndex.load(tmp_path / "index").entries() == idx.entries()

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
+from cmft import cli_search  # noqa: F401  (registers index, search)
 from cmft import cli_track  # noqa: F401  (registers `track` and `track-eval` on the app)
 from cmft._cli_app import _fail, _progress, _task_callback, app, console, err
 

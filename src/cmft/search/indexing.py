@@ -1,0 +1,266 @@
+"""Fill a :class:`~cmft.search.index.GalleryIndex` folder with a checkpoint's embeddings of tracklets.
+
+* :func:`index_dataset`: every test tracklet of both modalities of a HITSZ-VCM (or ``cmft track`` export),
+  SYSU-MM01 or RegDB tree;
+* :func:`index_folders`: plain folders, each one tracklet of frame images, of one modality and camera;
+* :func:`index_tracklets`: the common step (embed per modality in batches, write thumbnails, add, save).
+
+An existing index folder is appended to: tracklets whose key is already indexed are skipped, and an index
+built by another model (weights fingerprint, clip length or frame size) or of another width is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cmft.search.index import INDEX, GalleryIndex, IndexFormatError
+
+Progress = Callable[[int, int], None]
+THUMB_HEIGHT = 128
+THUMBS = "thumbs"
+MANIFEST = "manifest.json"  # written by `cmft track` (cmft.tracking.export)
+_FIELDS = ("key", "camera", "modality", "pid", "time", "source", "frames", "thumbnail", "id")
+
+
+# -- the model's identity -------------------------------------------------------------------------------------
+def model_fingerprint(extractor: Any) -> str:
+    """``sha256:<hex>`` of the extractor's weights and buffers (names, dtypes, shapes, bytes), device-independent."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(extractor.model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def extractor_meta(extractor: Any, **extra: Any) -> dict:
+    """What an index records about the model that embedded it (``extra``: e.g. ``checkpoint=path``)."""
+    return {"model": extractor.model_name, "fingerprint": model_fingerprint(extractor), "dim": int(extractor.dim),
+            "seq_len": int(extractor.seq_len), "height": int(extractor.height), "width": int(extractor.width),
+            **{k: v for k, v in extra.items() if v is not None}}
+
+
+def check_model(index: GalleryIndex, mine: dict, where: Any) -> None:
+    """Refuse to mix models: ``mine`` (:func:`extractor_meta`) must match the index's dim, weights and clips."""
+    if index.dim != mine["dim"]:
+        raise IndexFormatError(f"{where}: the index holds {index.dim}-wide embeddings but this checkpoint gives "
+                               f"{mine['dim']}-wide ones; use the model that built the index, or a new index folder")
+    theirs = index.meta
+    if theirs.get("fingerprint") != mine["fingerprint"]:
+        raise IndexFormatError(f"{where}: built with another model (checkpoint {theirs.get('checkpoint', '?')}, "
+                               f"{str(theirs.get('fingerprint', '?'))[:19]}...) than this one (checkpoint "
+                               f"{mine.get('checkpoint', '?')}, {mine['fingerprint'][:19]}...); embeddings of two "
+                               "models cannot be compared: use the index's checkpoint, or a new index folder")
+    for k in ("seq_len", "height", "width"):
+        if theirs.get(k) != mine[k]:
+            raise IndexFormatError(f"{where}: built with {k}={theirs.get(k)}, but the extractor uses {k}={mine[k]}")
+
+
+def open_index(folder: str | os.PathLike[str], extractor: Any, kind: str = "flat", meta: dict | None = None) -> GalleryIndex:
+    """The index at ``folder`` if there is one (checked against the extractor), else a new empty one."""
+    folder = Path(folder)
+    mine = extractor_meta(extractor, **(meta or {}))
+    if not (folder / INDEX).is_file():
+        if folder.is_dir() and any(folder.iterdir()):
+            if any((folder / n).exists() for n in ("embeddings.npy", "entries.json")):
+                GalleryIndex.load(folder)  # raises, naming the missing index.json
+            raise IndexFormatError(f"{folder}: not empty and not a gallery index (no {INDEX}); choose another --out")
+        return GalleryIndex.create(mine["dim"], kind, meta=mine)
+    index = GalleryIndex.load(folder)
+    check_model(index, mine, folder / INDEX)
+    if index.kind != kind:
+        raise IndexFormatError(f"{folder / INDEX}: the index is {index.kind!r}, not {kind!r} "
+                               f"({'pass --approximate' if index.kind == 'hnsw' else 'leave out --approximate'} to extend it)")
+    return index
+
+
+# -- the common step ------------------------------------------------------------------------------------------
+def _write_thumbnail(frame: str, dest: Path) -> None:
+    from PIL import Image
+
+    with Image.open(frame) as img:
+        im = img.convert("RGB")
+    w = max(1, round(im.width * THUMB_HEIGHT / im.height))
+    im = im.resize((w, THUMB_HEIGHT), Image.BILINEAR)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            im.save(fh, format="JPEG", quality=90)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def index_tracklets(extractor: Any, items: Sequence[dict], index: GalleryIndex, folder: str | os.PathLike[str],
+                    progress: Progress | None = None) -> list[int]:
+    """Embed ``items`` (entry dicts whose ``frames`` are the tracklet's image paths), add them to ``index`` in
+    order, write ``folder/thumbs/<id>.jpg`` (the middle frame, 128 px high) and save the index to ``folder``.
+
+    Items of one modality are embedded together in batches of ``extractor.batch_size``. Returns the new ids.
+    A key already indexed (or repeated) is an error, raised before any work."""
+    import numpy as np
+
+    folder = Path(folder)
+    seen: set[str] = set()
+    for it in items:
+        key = it.get("key")
+        if index.find(key) is not None or key in seen:
+            raise IndexFormatError(f"{folder}: key {key!r} is already indexed; nothing was added")
+        if it.get("modality") not in ("rgb", "ir"):
+            raise IndexFormatError(f"key {key!r}: modality must be 'rgb' or 'ir', got {it.get('modality')!r}")
+        if not it.get("frames"):
+            raise IndexFormatError(f"key {key!r}: a tracklet needs at least one frame")
+        seen.add(key)
+    emb = np.zeros((len(items), index.dim), np.float32)
+    done = 0
+    step = max(1, int(getattr(extractor, "batch_size", 32)))
+    for modality in ("ir", "rgb"):
+        rows = [i for i, it in enumerate(items) if it["modality"] == modality]
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            emb[chunk] = extractor([list(items[i]["frames"]) for i in chunk], modality)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(items))
+    first = len(index)
+    (folder / THUMBS).mkdir(parents=True, exist_ok=True)
+    entries = []
+    for j, it in enumerate(items):
+        rel = f"{THUMBS}/{first + j}.jpg"
+        _write_thumbnail(it["frames"][len(it["frames"]) // 2], folder / rel)
+        frames = [str(f) for f in it["frames"]]
+        entries.append({"key": it["key"], "camera": it["camera"], "modality": it["modality"], "pid": it.get("pid"),
+                        "time": it.get("time"), "source": str(it.get("source") or frames[0]), "frames": frames,
+                        "thumbnail": rel, **{k: v for k, v in it.items() if k not in _FIELDS}})
+    ids = index.add(emb, entries)
+    index.save(folder)
+    return ids
+
+
+# -- datasets -------------------------------------------------------------------------------------------------
+def _export_records(root: Path) -> dict[str, dict]:
+    """``cmft track`` manifest records by their first crop (relative path), or {} without a manifest."""
+    path = root / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IndexFormatError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or not str(manifest.get("format", "")).startswith("cmft-tracklets/"):
+        return {}
+    runs = manifest.get("runs") or []
+    out = {}
+    for r in manifest.get("tracklets") or []:
+        if not isinstance(r, dict) or not r.get("files") or not r.get("frames"):
+            continue
+        rec = {"video": r.get("source"), "video_frames": r.get("frames"), "label": r.get("label")}
+        try:
+            fps = runs[r["run"]]["sources"][r["source_index"]].get("fps")
+        except (KeyError, IndexError, TypeError):
+            fps = None
+        if fps:
+            rec["seconds"] = round(r["frames"][0] / float(fps), 3)
+        rec["time"] = f"{r.get('source')}#{r['frames'][0]}"
+        out[str(Path(r["files"][0]))] = rec
+    return out
+
+
+def dataset_items(root: str | os.PathLike[str], dataset: str = "auto") -> tuple[str, list[dict]]:
+    """``(dataset name, entries without embeddings)`` for every test tracklet of both modalities.
+
+    HITSZ-VCM (and ``cmft track`` exports): the test split (query and gallery rows, >= 12 frames); SYSU-MM01:
+    every image of the test ids in all six cameras (not one gallery draw); RegDB: split 1's test lists.
+    Keys are the absolute path of each tracklet's first frame."""
+    from cmft.data.datasets.registry import detect_dataset
+
+    root = Path(root).resolve()
+    name = detect_dataset(root) if dataset == "auto" else dataset
+    records: dict[str, dict] = {}
+    if name == "hitsz_vcm":
+        from cmft.data.datasets.hitsz_vcm import load_hitsz_vcm
+
+        ds = load_hitsz_vcm(root, splits=("test",))
+        tracklets = ds.query_ir + ds.gallery_rgb
+        records = _export_records(root)
+    elif name == "sysu_mm01":
+        from cmft.data.datasets.sysu_mm01 import camera_modality, sysu_gallery, sysu_query
+        from cmft.data.types import Tracklet
+
+        # every visible image: a "draw" of unlimited shots, back in the listing's order (id, camera, file)
+        visible = sorted(sysu_gallery(root, "all", 0, shots=1 << 30), key=lambda it: (f"{it[1]:04d}", it[2], it[0]))
+        tracklets = [Tracklet((str(root / rel),), pid, cam, camera_modality(cam)) for rel, pid, cam in sysu_query(root) + visible]
+    elif name == "regdb":
+        from cmft.data.datasets.regdb import load_regdb
+
+        ds = load_regdb(root, trial=1)
+        tracklets = ds.query_ir + ds.gallery_rgb
+    else:
+        raise ValueError(f"unknown dataset {name!r}; choose one of: auto, hitsz_vcm, sysu_mm01, regdb")
+    items, seen = [], set()
+    for t in tracklets:
+        key = str(t.paths[0])
+        if key in seen:  # two rows of the same frames (a malformed info file): index the first
+            continue
+        seen.add(key)
+        item = {"key": key, "camera": int(t.camid), "modality": t.modality, "pid": int(t.pid), "time": None,
+                "source": key, "frames": list(t.paths), "dataset": name, "root": str(root)}
+        try:
+            rec = records.get(str(Path(key).relative_to(root)))
+        except ValueError:
+            rec = None
+        if rec:
+            item.update(rec)
+        items.append(item)
+    return name, items
+
+
+def index_dataset(extractor: Any, root: str | os.PathLike[str], folder: str | os.PathLike[str], dataset: str = "auto",
+                  kind: str = "flat", progress: Progress | None = None, *, meta: dict | None = None) -> GalleryIndex:
+    """Index every test tracklet of both modalities of a dataset tree into ``folder`` (created or appended to:
+    keys already there are skipped). ``meta`` is recorded in a new index (e.g. ``{"checkpoint": path}``)."""
+    _, items = dataset_items(root, dataset)
+    index = open_index(folder, extractor, kind, meta)
+    new = [it for it in items if index.find(it["key"]) is None]
+    if new or not (Path(folder) / INDEX).is_file():
+        index_tracklets(extractor, new, index, folder, progress)
+    return index
+
+
+def index_folders(extractor: Any, folders: Sequence[str | os.PathLike[str]], modality: str, camera: int,
+                  folder: str | os.PathLike[str], kind: str = "flat", progress: Progress | None = None, *,
+                  meta: dict | None = None) -> GalleryIndex:
+    """Index plain tracklet folders (each a folder of frame images, naturally sorted) of one modality and camera;
+    the key of each is its absolute path, its identity unknown. Folders already indexed are skipped."""
+    from cmft.inference.extractor import frame_paths
+
+    if modality not in ("rgb", "ir"):
+        raise ValueError(f"modality must be 'rgb' or 'ir', got {modality!r}")
+    if isinstance(camera, bool) or not isinstance(camera, int):
+        raise ValueError(f"camera must be an integer, got {camera!r}")
+    items, seen = [], set()
+    for f in folders:
+        p = Path(f).resolve()
+        if str(p) in seen:
+            continue
+        seen.add(str(p))
+        items.append({"key": str(p), "camera": camera, "modality": modality, "pid": None, "time": None,
+                      "source": str(p), "frames": frame_paths(p), "dataset": "folders"})
+    index = open_index(folder, extractor, kind, meta)
+    new = [it for it in items if index.find(it["key"]) is None]
+    if new or not (Path(folder) / INDEX).is_file():
+        index_tracklets(extractor, new, index, folder, progress)
+    return index
+
+
+__all__ = ["check_model", "dataset_items", "extractor_meta", "index_dataset", "index_folders", "index_tracklets", "model_fingerprint",
+           "open_index"]
