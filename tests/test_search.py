@@ -405,3 +405,24 @@ def test_track_export_entries_carry_the_video_time(tiny_checkpoint: Path, tmp_pa
     assert by_mod["rgb"]["time"] == f"{tmp_path / 'day.avi'}#20" and by_mod["rgb"]["seconds"] == 2.0
     assert by_mod["ir"]["time"] == f"{tmp_path / 'night.avi'}#5" and by_mod["ir"]["video_frames"][:2] == [5, 6]
     assert by_mod["ir"]["label"] == "track" and GalleryIndex.load(tmp_path / "index").entries() == idx.entries()
+
+
+def test_image_datasets_index_every_test_image_once(tmp_path: Path) -> None:
+    from test_sysu_regdb import _sysu_counts, write_regdb_tree, write_sysu_tree
+
+    from cmft.data.datasets.regdb import load_regdb
+    from cmft.data.datasets.sysu_mm01 import IMAGE_SUFFIXES, read_sysu_ids, sysu_query
+    from cmft.search.indexing import dataset_items
+
+    root = write_sysu_tree(tmp_path / "sysu", _sysu_counts())
+    name, items = dataset_items(root)
+    test_ids = set(read_sysu_ids(root, "test"))
+    on_disk = {str(p) for c in range(1, 7) for pid in test_ids for p in (root / f"cam{c}" / f"{pid:04d}").glob("*")
+               if p.suffix.lower() in IMAGE_SUFFIXES}
+    assert name == "sysu_mm01" and {i["key"] for i in items} == on_disk and len(items) == len(on_disk)  # not one draw
+    assert [i["key"] for i in items if i["modality"] == "ir"] == [str(root / rel) for rel, _, _ in sysu_query(root)]
+    assert all((i["modality"] == "ir") == (i["camera"] in (3, 6)) and i["pid"] in test_ids for i in items)
+    name, items = dataset_items(write_regdb_tree(tmp_path / "regdb"))
+    ds = load_regdb(tmp_path / "regdb", trial=1)
+    assert name == "regdb" and [i["key"] for i in items] == [t.paths[0] for t in ds.query_ir + ds.gallery_rgb]
+    assert {(i["modality"], i["camera"]) for i in items} == {("ir", 2), ("rgb", 1)}
