@@ -1,0 +1,407 @@
+"""The search service on a real index: API answers equal the index's own search, uploads embed exactly as the
+Extractor does, bad input gets clear 4xx errors, and no request reads files outside the package and index."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
+pytest.importorskip("faiss", reason="the serve extra (faiss-cpu) is not installed")
+pytest.importorskip("multipart", reason="the serve extra (python-multipart) is not installed")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from cmft.inference import Extractor  # noqa: E402
+from cmft.search.index import GalleryIndex  # noqa: E402
+from cmft.search.indexing import index_dataset  # noqa: E402
+from cmft.serve.app import STATIC_DIR, create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def index_folder(tiny_checkpoint: Path, vcm4: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """vcm4's test split (3 infrared, 6 visible tracklets) indexed with the tiny checkpoint, which it records."""
+    folder = tmp_path_factory.mktemp("serve") / "index"
+    index_dataset(Extractor(tiny_checkpoint, device="cpu"), vcm4, folder, meta={"checkpoint": str(tiny_checkpoint)})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def index(index_folder: Path) -> GalleryIndex:
+    return GalleryIndex.load(index_folder)
+
+
+@pytest.fixture(scope="module")
+def client(index_folder: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(index_folder)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def strict(index_folder: Path) -> Iterator[TestClient]:
+    """Tight limits: 0.01 MB (10,485 bytes) per upload, 3 frames, 10,000 pixels per frame."""
+    with TestClient(create_app(index_folder, max_upload_mb=0.01, max_frames=3, max_frame_pixels=10_000)) as c:
+        yield c
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def noise_png(h: int, w: int, seed: int = 0) -> bytes:
+    return png(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+def upload(client: TestClient, frames: list[tuple[str, bytes, str]], **fields: str):  # noqa: ANN201
+    return client.post("/search/upload", files=[("frames", f) for f in frames], data=fields)
+
+
+def assert_clear_error(r, status: int, *words: str) -> None:  # noqa: ANN001
+    assert r.status_code == status, (r.status_code, r.text)
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and detail
+    for w in words:
+        assert w.lower() in detail.lower(), (w, detail)
+
+
+# -- read-only endpoints --------------------------------------------------------------------------------------
+def test_health(client: TestClient, index: GalleryIndex) -> None:
+    r = client.get("/health")
+    assert r.status_code == 200
+    h = r.json()
+    assert h["status"] == "ok" and h["entries"] == len(index) == 9 and h["dim"] == index.dim
+    assert h["modalities"] == {"rgb": 6, "ir": 3} and h["cameras"] == [1, 2] and h["identities"] == 3
+    assert h["checkpoint"] == "last.pt" and h["uploads"] is True and h["kind"] == "flat"
+    assert h["limits"]["max_frames"] == 64 and h["limits"]["max_upload_mb"] == 20
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+
+
+def test_list_and_filter(client: TestClient, index: GalleryIndex) -> None:
+    page = client.get("/tracklets").json()
+    assert page["total"] == 9 and [e["id"] for e in page["items"]] == list(range(9))
+    first = page["items"][0]
+    assert "frames" not in first and first["n_frames"] == len(index.entry(0)["frames"])
+    assert first["thumbnail_url"] == "/tracklets/0/thumbnail"
+    ir = client.get("/tracklets", params={"modality": "ir"}).json()
+    assert ir["total"] == 3 and {e["modality"] for e in ir["items"]} == {"ir"}
+    cam2 = client.get("/tracklets", params={"camera": 2}).json()
+    assert cam2["total"] == sum(e["camera"] == 2 for e in index.entries()) and {e["camera"] for e in cam2["items"]} == {2}
+    both = client.get("/tracklets", params={"modality": "rgb", "camera": 1}).json()
+    assert both["total"] == 3 and all(e["modality"] == "rgb" and e["camera"] == 1 for e in both["items"])
+    paged = client.get("/tracklets", params={"offset": 4, "limit": 3}).json()
+    assert [e["id"] for e in paged["items"]] == [4, 5, 6] and paged["total"] == 9
+    assert client.get("/tracklets", params={"pid": 12}).json()["total"] == 3
+    assert_clear_error(client.get("/tracklets", params={"limit": 0}), 422, "limit")
+    assert_clear_error(client.get("/tracklets", params={"modality": "thermal"}), 422, "modality")
+
+
+def test_entry_and_thumbnail(client: TestClient, index: GalleryIndex, index_folder: Path) -> None:
+    e = client.get("/tracklets/4").json()
+    assert {k: v for k, v in e.items() if k not in ("n_frames", "thumbnail_url")} == index.entry(4)
+    r = client.get("/tracklets/4/thumbnail")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert r.content[:3] == b"\xff\xd8\xff" and r.content == (index_folder / "thumbs" / "4.jpg").read_bytes()
+    Image.open(io.BytesIO(r.content)).verify()
+    assert_clear_error(client.get("/tracklets/99"), 404, "99")
+    assert_clear_error(client.get("/tracklets/99/thumbnail"), 404, "99")
+    assert_clear_error(client.get("/tracklets/abc"), 422, "id", "integer")
+    assert_clear_error(client.get("/tracklets/-1"), 404)
+
+
+# -- search by id ---------------------------------------------------------------------------------------------
+def test_search_by_id_equals_index_search(client: TestClient, index: GalleryIndex) -> None:
+    for q in (e for e in index.entries() if e["modality"] == "ir"):
+        r = client.post("/search", json={"id": q["id"], "k": 4})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["query"]["id"] == q["id"] and body["modality"] == "rgb" and body["k"] == 4
+        res = body["results"]
+        assert len(res) == 4 and [x["rank"] for x in res] == [1, 2, 3, 4]
+        assert all(x["modality"] == "rgb" for x in res)
+        scores = [x["score"] for x in res]
+        assert scores == sorted(scores, reverse=True)
+        direct = index.search(index.embedding(q["id"])[None], k=4, modality="rgb", exclude=[q["id"]])[0]
+        assert [x["id"] for x in res] == [i for i, _ in direct]
+        assert np.allclose(scores, [s for _, s in direct], atol=1e-6)
+        for x in res:
+            assert x["match"] == (x["pid"] == q["pid"]) and x["key"] == index.entry(x["id"])["key"]
+
+
+def test_search_filters(client: TestClient, index: GalleryIndex) -> None:
+    rgb_query = next(e for e in index.entries() if e["modality"] == "rgb")
+    body = client.post("/search", json={"id": rgb_query["id"], "k": 10}).json()
+    assert body["modality"] == "ir" and len(body["results"]) == 3  # the other modality: all 3 infrared tracklets
+    same = client.post("/search", json={"id": 0, "k": 10, "modality": "ir"}).json()["results"]
+    assert len(same) == 2 and 0 not in [x["id"] for x in same]  # the query itself is never a result
+    cams = client.post("/search", json={"id": 0, "k": 10, "cameras": [1]}).json()["results"]
+    direct = index.search(index.embedding(0)[None], k=10, modality="rgb", cameras=[1], exclude=[0])[0]
+    assert [x["id"] for x in cams] == [i for i, _ in direct] and {x["camera"] for x in cams} == {1}
+    anym = client.post("/search", json={"id": 0, "k": 10, "modality": "any"}).json()
+    assert anym["modality"] == "any" and len(anym["results"]) == 8 and {x["modality"] for x in anym["results"]} == {"rgb", "ir"}
+
+
+def test_search_errors(client: TestClient) -> None:
+    assert_clear_error(client.post("/search", json={"id": 99}), 404, "99")
+    assert_clear_error(client.post("/search", json={"id": 0, "k": 0}), 422, "k")
+    assert_clear_error(client.post("/search", json={"id": 0, "modality": "thermal"}), 422, "modality")
+    assert_clear_error(client.post("/search", json={"id": 0, "cameras": ["x"]}), 422, "cameras")
+    assert_clear_error(client.post("/search", json={"id": 0, "colour": 1}), 422, "colour")
+    assert_clear_error(client.post("/search", json={}), 422, "id")
+    assert_clear_error(client.post("/search", content=b"{not json", headers={"content-type": "application/json"}), 422)
+
+
+# -- upload search --------------------------------------------------------------------------------------------
+def test_upload_of_indexed_frames_equals_search_by_id(client: TestClient, index: GalleryIndex) -> None:
+    q = index.entry(1)  # an infrared tracklet; its own JPEG frames embed to its stored embedding
+    frames = [(Path(p).name, Path(p).read_bytes(), "image/jpeg") for p in q["frames"]]
+    r = upload(client, frames, modality="ir", k="5")
+    assert r.status_code == 200, r.text
+    got = r.json()
+    ref = client.post("/search", json={"id": 1, "k": 5}).json()
+    assert got["query"]["modality"] == "ir" and got["query"]["id"] is None and got["query"]["n_frames"] == len(frames)
+    assert [x["id"] for x in got["results"]] == [x["id"] for x in ref["results"]]
+    assert np.allclose([x["score"] for x in got["results"]], [x["score"] for x in ref["results"]], atol=1e-5)
+    assert all(x["match"] is None for x in got["results"])  # an upload's identity is unknown
+
+
+def test_upload_png_frames_equal_extractor_search(client: TestClient, index: GalleryIndex, tiny_checkpoint: Path,
+                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(7)
+    paths = []
+    for i in range(5):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (80, 40, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))  # where the service may write the upload
+    r = upload(client, [(p.name, p.read_bytes(), "image/png") for p in paths], modality="rgb", k="3", target="rgb",
+               cameras="1, 2")
+    assert r.status_code == 200, r.text
+    assert list(spool.iterdir()) == []  # the temporary folder is gone after the search
+    vec = Extractor(tiny_checkpoint, device="cpu")([str(p) for p in paths], "rgb")
+    direct = index.search(vec, k=3, modality="rgb", cameras=[1, 2])[0]
+    res = r.json()["results"]
+    assert r.json()["modality"] == "rgb" and len(res) == 3
+    assert [x["id"] for x in res] == [i for i, _ in direct]
+    assert np.allclose([x["score"] for x in res], [s for _, s in direct], atol=1e-5)
+    default = upload(client, [(p.name, p.read_bytes(), "image/png") for p in paths], modality="rgb").json()
+    assert default["modality"] == "ir" and len(default["results"]) == 3  # default: the other modality, k=10 capped
+
+
+def test_extractor_loads_lazily(index_folder: Path) -> None:
+    with TestClient(create_app(index_folder)) as c:
+        assert c.get("/health").json()["extractor_loaded"] is False
+        assert c.post("/search", json={"id": 0}).status_code == 200
+        assert c.get("/health").json()["extractor_loaded"] is False  # searching by id needs no model
+        frame = Path(c.get("/tracklets/0").json()["frames"][0])
+        assert upload(c, [(frame.name, frame.read_bytes(), "image/jpeg")], modality="ir").status_code == 200
+        assert c.get("/health").json()["extractor_loaded"] is True
+
+
+def test_bad_uploads(client: TestClient, strict: TestClient) -> None:
+    ok = noise_png(16, 8)
+    assert_clear_error(upload(client, [("notes.txt", b"hello", "text/plain")], modality="ir"), 415, "notes.txt", "content type")
+    assert_clear_error(upload(client, [("x.png", b"GIF89a" + b"\0" * 64, "image/png")], modality="ir"), 415, "x.png", "first bytes")
+    assert_clear_error(upload(client, [("a.png", ok, "image/png"), ("fake.jpg", b"<html>hi</html>", "image/jpeg")], modality="ir"),
+                       415, "frame 2", "fake.jpg")
+    assert_clear_error(upload(client, [("broken.png", b"\x89PNG\r\n\x1a\n" + b"\x13" * 200, "image/png")], modality="ir"),
+                       400, "broken.png", "cannot be decoded")
+    jpg = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 32, 3), dtype=np.uint8)).save(jpg, format="JPEG")
+    assert_clear_error(upload(client, [("cut.jpg", jpg.getvalue()[:300], "image/jpeg")], modality="ir"), 400, "cut.jpg")
+    assert_clear_error(upload(client, [("a.png", ok, "image/png")]), 400, "modality", "required")
+    assert_clear_error(upload(client, [("a.png", ok, "image/png")], modality="thermal"), 400, "modality")
+    assert_clear_error(upload(client, [("a.png", ok, "image/png")], modality="ir", target="uv"), 400, "target")
+    assert_clear_error(upload(client, [("a.png", ok, "image/png")], modality="ir", k="ten"), 400, "'k'")
+    assert_clear_error(upload(client, [("a.png", ok, "image/png")], modality="ir", k="0"), 400, "'k'")
+    assert_clear_error(upload(client, [("a.png", ok, "image/png")], modality="ir", cameras="one"), 400, "cameras")
+    assert_clear_error(upload(client, [("a.png", ok, "image/png")], modality="ir", colour="red"), 400, "colour")
+    assert_clear_error(client.post("/search/upload", data={"modality": "ir"}), 400, "no frames")
+    assert_clear_error(client.post("/search/upload", json={"modality": "ir"}), 415, "multipart")
+    # limits: 10,485 bytes per upload, 3 frames, 10,000 pixels per frame
+    small, big = noise_png(48, 48, 1), noise_png(80, 80, 2)
+    assert 5_300 < len(small) < 10_000 and len(big) > 10_485
+    assert strict.post("/search/upload", files=[("frames", ("s.png", small, "image/png"))], data={"modality": "ir"}).status_code == 200
+    assert_clear_error(upload(strict, [("big.png", big, "image/png")], modality="ir"), 413, "big.png", "limit")
+    assert_clear_error(upload(strict, [("s1.png", small, "image/png"), ("s2.png", small, "image/png")], modality="ir"),
+                       413, "together")
+    assert_clear_error(upload(strict, [("huge.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 1_200_000, "image/png")], modality="ir"),
+                       413, "limit")  # refused from Content-Length, before parsing
+    assert_clear_error(upload(strict, [(f"{i}.png", ok, "image/png") for i in range(4)], modality="ir"), 400, "at most 3")
+    wide = png(np.zeros((200, 100, 3), np.uint8))
+    assert len(wide) < 10_000
+    assert_clear_error(upload(strict, [("wide.png", wide, "image/png")], modality="ir"), 413, "wide.png", "pixel")
+
+
+def test_upload_without_checkpoint(index_folder: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "index"
+    shutil.copytree(index_folder, folder)
+    head = json.loads((folder / "index.json").read_text())
+    del head["meta"]["checkpoint"]
+    (folder / "index.json").write_text(json.dumps(head))
+    frame = ("a.png", noise_png(16, 8), "image/png")
+    with TestClient(create_app(folder)) as c:
+        assert c.get("/health").json()["uploads"] is False
+        assert c.post("/search", json={"id": 0}).status_code == 200
+        assert_clear_error(upload(c, [frame], modality="ir"), 503, "--checkpoint")
+    with TestClient(create_app(folder, checkpoint=tmp_path / "missing.pt")) as c:
+        assert_clear_error(upload(c, [frame], modality="ir"), 503, "missing.pt")
+
+
+
+def test_upload_refuses_another_model(index_folder: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import torch
+
+    ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    name = next(k for k, v in ckpt["model"].items() if v.is_floating_point())
+    ckpt["model"][name] = ckpt["model"][name] + 0.01  # other weights: embeddings no longer comparable
+    other = tmp_path / "other.pt"
+    torch.save(ckpt, other)
+    with TestClient(create_app(index_folder, checkpoint=other)) as c:
+        assert_clear_error(upload(c, [("a.png", noise_png(16, 8), "image/png")], modality="ir"), 503, "other.pt", "another model")
+
+
+# -- files: the page, and nothing outside the package and index folders ---------------------------------------
+def test_page_and_static_files(client: TestClient) -> None:
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert 'src="/static/app.js"' in r.text and 'href="/static/style.css"' in r.text and 'data-testid="results"' in r.text
+    for name, kind in (("app.js", "javascript"), ("style.css", "text/css"), ("favicon.svg", "image/svg+xml")):
+        r = client.get(f"/static/{name}")
+        assert r.status_code == 200 and kind in r.headers["content-type"]
+    for f in STATIC_DIR.iterdir():  # no external asset: no URL with a scheme or protocol-relative //host
+        text = f.read_text().replace('xmlns="http://www.w3.org/2000/svg"', "")  # a namespace name, not a fetch
+        assert "http://" not in text and "https://" not in text and 'src="//' not in text and "@import" not in text, f
+
+
+TRAVERSALS = [
+    "/static/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/static/..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "/static/%2e%2e/app.py",
+    "/static/..%2fapp.py",
+    "/static/%2fetc%2fpasswd",
+    "/static//etc/passwd",
+    "/static/%5c..%5capp.py",
+    "/tracklets/..%2f..%2fetc%2fpasswd/thumbnail",
+    "/tracklets/%2e%2e/thumbnail",
+    "/%2e%2e/%2e%2e/etc/passwd",
+]
+
+
+def test_path_traversal_through_urls(client: TestClient) -> None:
+    app_py = (STATIC_DIR.parent / "app.py").read_text()
+    for url in TRAVERSALS:
+        r = client.get(url)
+        assert r.status_code in (400, 404, 405, 422), (url, r.status_code)
+        assert b"root:" not in r.content and b"create_app" not in r.content, url
+    assert "create_app" in app_py  # the file the requests above tried to reach
+
+
+@contextmanager
+def running(app) -> Iterator[int]:  # noqa: ANN001
+    """The app under uvicorn on a free localhost port, in a background thread."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def raw_get(port: int, target: str) -> bytes:
+    """A GET sent byte for byte (no client-side normalisation of ``..``)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_path_traversal_over_the_wire(index_folder: Path) -> None:
+    with running(create_app(index_folder)) as port:
+        assert raw_get(port, "/static/style.css").startswith(b"HTTP/1.1 200")
+        for target in ["/static/../../../../../../etc/passwd", "/static/../app.py", "/static/./../app.py",
+                       "/tracklets/0/../../../../etc/passwd", *TRAVERSALS]:
+            reply = raw_get(port, target)
+            status = reply.split(b"\r\n", 1)[0]
+            assert b" 200 " not in status, (target, status)
+            assert b"root:" not in reply and b"create_app" not in reply, target
+
+
+def test_crafted_thumbnail_entries_stay_in_thumbs(index_folder: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "index"
+    shutil.copytree(index_folder, folder)
+    secret = b"\xff\xd8\xff\xe0 SECRET"  # JPEG magic, so only the location check can refuse it
+    (folder / "secret.jpg").write_bytes(secret)
+    (tmp_path / "outside.jpg").write_bytes(secret)
+    (folder / "thumbs" / "note.txt").write_bytes(secret)
+    (folder / "thumbs" / "3.jpg").unlink()
+    (folder / "thumbs" / "3.jpg").symlink_to(tmp_path / "outside.jpg")
+    entries = json.loads((folder / "entries.json").read_text())
+    crafted = {0: "../secret.jpg", 1: "thumbs/../secret.jpg", 2: "thumbs/../../outside.jpg", 4: str(tmp_path / "outside.jpg"),
+               5: "thumbs/note.txt", 6: None}
+    for i, rel in crafted.items():
+        entries[i]["thumbnail"] = rel
+    (folder / "entries.json").write_text(json.dumps(entries))
+    with TestClient(create_app(folder)) as c:
+        for i in (*crafted, 3):
+            r = c.get(f"/tracklets/{i}/thumbnail")
+            assert r.status_code == 404, (i, r.status_code)
+            assert b"SECRET" not in r.content
+        r = c.get("/tracklets/7/thumbnail")  # an untouched entry still works
+        assert r.status_code == 200 and r.content[:3] == b"\xff\xd8\xff"
+
+
+# -- the command --------------------------------------------------------------------------------------------
+def test_cli_serve(index_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from cmft.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["serve", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "no such index folder" in r.output
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "index.json").write_text("{not json")
+    r = runner.invoke(app, ["serve", str(bad)])
+    assert r.exit_code == 2 and "index.json" in r.output and "not valid JSON" in r.output
+    r = runner.invoke(app, ["serve", str(index_folder), "--checkpoint", str(tmp_path / "none.pt")])
+    assert r.exit_code == 2 and "none.pt" in r.output
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda application, **kw: seen.update(app=application, **kw))
+    r = runner.invoke(app, ["serve", str(index_folder), "--port", "8123", "--max-upload-mb", "5"])
+    assert r.exit_code == 0, r.output
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
+    with TestClient(seen["app"]) as c:
+        h = c.get("/health").json()
+        assert h["entries"] == 9 and h["limits"]["max_upload_mb"] == 5
