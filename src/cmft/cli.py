@@ -14,6 +14,7 @@ from rich.table import Table
 from cmft import cli_search  # noqa: F401  (registers index, search)
 from cmft import cli_track  # noqa: F401  (registers `track` and `track-eval` on the app)
 from cmft import cli_serve  # noqa: F401  (registers serve)
+from cmft import cli_export  # noqa: F401  (registers export)
 from cmft._cli_app import _fail, _progress, _task_callback, app, console, err
 
 
