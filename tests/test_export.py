@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from cmft.cli import app
 from cmft.engine.checkpoint import model_from_checkpoint
 from cmft.inference.export import (MEAN, STD, ExportShift, _ClipLength, export_onnx, export_torchscript, random_clips,
-                                   verify_torchscript)
+                                   verify_onnx, verify_torchscript)
 from cmft.models.temporal_shift import TemporalShift, temporal_shift
 
 H, W = 64, 32  # the tiny checkpoint's frame size
@@ -98,6 +98,11 @@ def test_onnx_sidecar_and_printed_verification(onnx_export: tuple[Path, str], ti
         props = {p.key: json.loads(p.value) for p in onnx.load(str(folder / f"emb_{modality}.onnx")).metadata_props}
         assert props["cmft.modality"] == modality and props["cmft.height"] == H
     assert "max abs diff" in output and "min cosine" in output and "emb_ir.onnx" in output
+
+
+def test_verify_onnx_reports_a_mismatch(onnx_export: tuple[Path, str], tiny_checkpoint: Path) -> None:
+    wrong = verify_onnx(onnx_export[0] / "emb_rgb.onnx", tiny_checkpoint, "ir", batch_sizes=(2,), clip_lengths=(4,))
+    assert wrong["min_cosine"] < 0.999 and wrong["max_abs_diff"] > 1e-3  # the RGB file checked against the IR stream
 
 
 def test_torchscript_matches_and_loads_without_cmft(tiny_checkpoint: Path, model: torch.nn.Module, tmp_path: Path) -> None:

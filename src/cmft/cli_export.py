@@ -16,6 +16,7 @@ from cmft._cli_app import _fail, app, console
 
 FORMATS = ("onnx", "torchscript")
 MODALITIES = ("rgb", "ir", "both")
+MIN_COSINE = 0.999  # below this an export is wrong, not merely rounded differently
 
 
 def output_paths(checkpoint: Path, fmt: str, modality: str, out: Path | None) -> dict[str, Path]:
@@ -94,7 +95,10 @@ def export(
         line = "not verified (--no-verify)"
         if verify:
             check = verify_onnx if fmt == "onnx" else verify_torchscript
-            v = check(path, model, mod, batch_sizes=(1, 3), clip_lengths=lengths)
+            try:
+                v = check(path, model, mod, batch_sizes=(1, 3), clip_lengths=lengths)
+            except Exception as e:  # the runtime rejects the file or an input shape: report it, keep the file
+                _fail(f"verification of {path} failed ({type(e).__name__}: {e}); the file is kept for inspection")
             meta["verification"] = v
             line = (f"verification ({v['provider']}, batch 1 and 3, clip lengths {lengths[0]} and {lengths[1]}): "
                     f"max abs diff {v['max_abs_diff']:.2e}, min cosine {v['min_cosine']:.7f}")
@@ -103,3 +107,6 @@ def export(
                       f"B x T x 3 x {meta['height']} x {meta['width']} -> {meta['embedding_dim']}-d embedding",
                       soft_wrap=True, markup=False, highlight=False)
         console.print(f"{mod}: {line}", soft_wrap=True, markup=False, highlight=False)
+        if verify and v["min_cosine"] < MIN_COSINE:
+            _fail(f"{path} does not match PyTorch (min cosine {v['min_cosine']:.6f} < {MIN_COSINE}); "
+                  "the file and its sidecar are kept for inspection")

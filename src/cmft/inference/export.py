@@ -120,7 +120,7 @@ def load_source(source: Source) -> tuple[nn.Module, dict[str, Any]]:
     from cmft.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
     if isinstance(source, nn.Module):
-        return source.eval(), {"height": None, "width": None, "seq_len": None, "model_name": type(source).__name__,
+        return source, {"height": None, "width": None, "seq_len": None, "model_name": type(source).__name__,
                                "checkpoint": None, "epoch": None}
     path = None
     if isinstance(source, (str, Path)):
@@ -284,7 +284,6 @@ def compare(run: Callable[[torch.Tensor], np.ndarray], model: nn.Module, modalit
     Returns ``max_abs_diff`` and ``min_cosine`` over all cases, and ``cases`` with each case's numbers.
     """
     cases = []
-    model = model.eval()
     for i, (b, t) in enumerate((b, t) for b in batch_sizes for t in clip_lengths):
         clips = random_clips(b, t, height, width, seed + i)
         with torch.no_grad():
