@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import statistics
 import tempfile
 import time
@@ -31,9 +30,9 @@ import torch.nn.functional as F
 from cmft.inference.export import export_onnx, random_clips
 from cmft.models.registry import create_model
 
+from markdown_section import write_section  # noqa: E402  (beside this script)
+
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
-START, END = "<!-- bench_infer:start -->", "<!-- bench_infer:end -->"
 CASES = [("cmft_r18", 128, 64, 4), ("cmft_r50", 256, 128, 6)]  # (model, H, W, T)
 
 
@@ -147,15 +146,8 @@ def main() -> None:
     print("\n".join(lines[-3:]))
     if args.quick:
         return
-    block = (f"{START}\n## Embedding inference: eager PyTorch vs ONNX Runtime (`benchmarks/bench_infer.py`)\n\n"
-             + "\n".join(lines) + f"\n{END}\n")
-    text = BENCHMARKS_MD.read_text()
-    if START in text:
-        text = re.sub(re.escape(START) + r".*?" + re.escape(END) + r"\n?", lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block
-    BENCHMARKS_MD.write_text(text)
-    print(f"updated {BENCHMARKS_MD}")
+    path = write_section("bench_infer", "## Embedding inference: eager PyTorch vs ONNX Runtime (`benchmarks/bench_infer.py`)\n\n" + "\n".join(lines))
+    print(f"updated {path}")
 
 
 if __name__ == "__main__":

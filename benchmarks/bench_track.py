@@ -14,7 +14,6 @@ import argparse
 import logging
 import os
 import platform
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,8 @@ from cmft.tracking.mot_eval import detection_scores, mot_metrics, read_mot
 from cmft.tracking.pipeline import smooth_tracks, track_video
 from cmft.tracking.trackers import build_tracker
 from cmft.tracking.video import open_video
+
+from markdown_section import write_section  # noqa: E402  (beside this script)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -46,8 +47,6 @@ PIPELINES = [  # (label, detector spec, tracker, cmc, gsi)
     ("body + ByteTrack + GSI", BODY, "bytetrack", None, True),
     ("XL + StrongSORT + GSI", DETECTORS["Yolo-Fastest XL (Darknet, 320)"], "strongsort", None, True),
 ]
-BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
-START, END = "<!-- bench_track:start -->", "<!-- bench_track:end -->"
 
 
 def bench_detector(spec: str, frames: list[np.ndarray]) -> float:
@@ -153,14 +152,8 @@ def main() -> None:
     print("\n".join(lines[-2:]))
     if args.quick:
         return
-    block = f"{START}\n## Video -> tracklets (`benchmarks/bench_track.py`)\n\n" + "\n".join(lines) + f"\n{END}\n"
-    text = BENCHMARKS_MD.read_text()
-    if START in text:
-        text = re.sub(re.escape(START) + r".*?" + re.escape(END) + r"\n?", lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block
-    BENCHMARKS_MD.write_text(text)
-    print(f"updated {BENCHMARKS_MD}")
+    path = write_section("bench_track", "## Video -> tracklets (`benchmarks/bench_track.py`)\n\n" + "\n".join(lines))
+    print(f"updated {path}")
 
 
 if __name__ == "__main__":

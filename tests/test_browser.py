@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,32 +19,12 @@ pytest.importorskip("faiss", reason="the serve extra (faiss-cpu) is not installe
 pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is not installed")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) is not installed")
 
+from test_serve import running  # noqa: E402  (uvicorn on a free localhost port, in a thread)
+
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 K = 3
-
-
-@contextmanager
-def running(app) -> Iterator[str]:  # noqa: ANN001
-    """The app under uvicorn on a free localhost port in a background thread; yields its base URL."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +67,8 @@ def test_search_page_in_chromium(index_folder: Path, tmp_path: Path) -> None:
     app = create_app(index_folder)
     expected = TestClient(app)  # the API's own answers, to compare with what the page shows
 
-    with running(app) as base, sync_api.sync_playwright() as pw:
+    with running(app) as port, sync_api.sync_playwright() as pw:
+        base = f"http://127.0.0.1:{port}"
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})

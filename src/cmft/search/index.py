@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cmft.atomic import write_atomic
 
 FORMAT = "cmft-gallery-index/1"
 EMBEDDINGS, ENTRIES, INDEX = "embeddings.npy", "entries.json", "index.json"
@@ -108,19 +109,6 @@ def _normalise(x: np.ndarray, dim: int, what: str) -> np.ndarray:
     return x
 
 
-def _write_atomic(path: Path, write: Any, binary: bool) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": "\n"})) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class GalleryIndex:
     """Embeddings of tracklets with their entries; ids are 0..N-1 in insertion order."""
 
@@ -196,10 +184,10 @@ class GalleryIndex:
         over the old one); ``index.json`` holds the count, so a torn update is detected by :meth:`load`."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / EMBEDDINGS, lambda fh: np.save(fh, self._emb, allow_pickle=False), binary=True)
-        _write_atomic(folder / ENTRIES, lambda fh: json.dump(self._entries, fh, indent=1), binary=False)
+        write_atomic(folder / EMBEDDINGS, lambda fh: np.save(fh, self._emb, allow_pickle=False), binary=True)
+        write_atomic(folder / ENTRIES, lambda fh: json.dump(self._entries, fh, indent=1), binary=False)
         head = {"format": FORMAT, "dim": self.dim, "kind": self.kind, "count": len(self), "meta": self.meta}
-        _write_atomic(folder / INDEX, lambda fh: json.dump(head, fh, indent=1), binary=False)
+        write_atomic(folder / INDEX, lambda fh: json.dump(head, fh, indent=1), binary=False)
 
     # -- contents -----------------------------------------------------------------------------------------
     def add(self, embeddings: np.ndarray, entries: list[dict]) -> list[int]:
