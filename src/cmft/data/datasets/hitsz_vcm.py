@@ -6,6 +6,7 @@ Layout (DESIGN.md §3): frames at ``root/<pid:04d>/{ir|rgb}/D<cam>/<frame>.jpg``
 
 from __future__ import annotations
 
+import operator
 import re
 import warnings
 from collections.abc import Sequence
@@ -22,6 +23,18 @@ _MODALITY_CODE: dict[int, Modality] = {1: "ir", 2: "rgb"}
 
 class DatasetFormatError(ValueError):
     """A dataset file is missing or malformed; the message names the file (and line) and the problem."""
+
+
+def checked_int(value: object, what: str, low: int, high: int | None = None, hint: str = "") -> int:
+    """``value`` as an int in ``low..high`` (no bools, no floats), or a :class:`DatasetFormatError` naming ``what``."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        bound = f">= {low}" if high is None else f"in {low}..{high}"
+        raise DatasetFormatError(f"{what} must be an integer {bound}{hint}, got {value!r}")
+    return number
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,9 @@ thermal) are informational.
 
 from __future__ import annotations
 
-import operator
 from pathlib import Path
 
-from cmft.data.datasets.hitsz_vcm import DatasetFormatError
+from cmft.data.datasets.hitsz_vcm import DatasetFormatError, checked_int
 from cmft.data.types import Modality, Tracklet, VIDataset
 
 TRIALS = range(1, 11)
@@ -49,17 +48,7 @@ def read_regdb_list(path: str | Path) -> list[tuple[str, int]]:
 
 
 def _check_trial(trial: int) -> int:
-    try:
-        if isinstance(trial, bool):
-            raise TypeError
-        trial = operator.index(trial)
-    except TypeError:
-        trial = None  # type: ignore[assignment]
-    if trial is None or trial not in TRIALS:
-        raise DatasetFormatError(
-            f"RegDB trial must be an integer in 1..10 (idx/train_visible_<trial>.txt etc.), got {trial!r}"
-        )
-    return trial
+    return checked_int(trial, "RegDB trial", TRIALS[0], TRIALS[-1], " (idx/train_visible_<trial>.txt etc.)")
 
 
 def _list_path(root: Path, split: str, modality: str, trial: int) -> Path:

@@ -21,7 +21,6 @@ release holds nothing else in these folders.
 
 from __future__ import annotations
 
-import operator
 import os
 import random
 import re
@@ -29,7 +28,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from cmft.data.datasets.hitsz_vcm import DatasetFormatError
+from cmft.data.datasets.hitsz_vcm import DatasetFormatError, checked_int
 from cmft.data.types import Modality, Tracklet, VIDataset
 
 CAMERAS = (1, 2, 3, 4, 5, 6)
@@ -67,27 +66,11 @@ def _check_mode(mode: str) -> None:
 
 
 def _check_trial(trial: int) -> int:
-    try:
-        if isinstance(trial, bool):
-            raise TypeError
-        trial = operator.index(trial)
-    except TypeError:
-        raise DatasetFormatError(f"SYSU-MM01 trial must be an integer >= 0, got {trial!r}") from None
-    if trial < 0:
-        raise DatasetFormatError(f"SYSU-MM01 trial must be an integer >= 0, got {trial}")
-    return trial
+    return checked_int(trial, "SYSU-MM01 trial", 0)
 
 
 def _check_shots(shots: int) -> int:
-    try:
-        if isinstance(shots, bool):
-            raise TypeError
-        shots = operator.index(shots)
-    except TypeError:
-        raise DatasetFormatError(f"SYSU-MM01 gallery shots must be an integer >= 1, got {shots!r}") from None
-    if shots < 1:
-        raise DatasetFormatError(f"SYSU-MM01 gallery shots must be an integer >= 1, got {shots}")
-    return shots
+    return checked_int(shots, "SYSU-MM01 gallery shots", 1)
 
 
 def read_sysu_ids(root: str | Path, split: str) -> list[int]:
