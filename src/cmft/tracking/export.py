@@ -25,6 +25,7 @@ import numpy as np
 
 from cmft.atomic import write_text_atomic
 from cmft.data.types import Modality
+from cmft.tracking.appearance import crop_boxes
 from cmft.tracking.video import VideoReader
 
 MANIFEST = "manifest.json"
@@ -238,15 +239,12 @@ def _write(root: Path, sources: Sequence[SourceExport], split: str, manifest: di
             for f, frame in s.reader.frames(indices=need):
                 for k, j in need.pop(f):
                     t = s.tracklets[k]
-                    x1, y1, x2, y2 = t.boxes[j]
-                    h, w = frame.shape[:2]
-                    xa, ya = int(np.clip(np.floor(x1), 0, w - 1)), int(np.clip(np.floor(y1), 0, h - 1))
-                    xb, yb = int(np.clip(np.ceil(x2), xa + 1, w)), int(np.clip(np.ceil(y2), ya + 1, h))
+                    (crop,) = crop_boxes(frame, t.boxes[j][None])
                     rel = Path(f"{t.pid:04d}") / s.modality / f"D{s.camera}"
                     n = _next_frame_number(root / rel, taken)
                     dest = staging / rel / f"{n}.jpg"
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    if not cv2.imwrite(str(dest), frame[ya:yb, xa:xb], [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]):
+                    if not cv2.imwrite(str(dest), crop, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]):
                         raise ExportError(f"{dest}: could not be written")
                     files[k][j] = str(rel / f"{n}.jpg")
                     moves.append((dest, root / rel / f"{n}.jpg"))
