@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmft.data.types import Tracklet
 from cmft.evaluation.retrieval import ClipSpec, EmbedFn, Progress, extract_embeddings
 
 SYSU_MODES = ("all", "indoor")
@@ -29,10 +28,6 @@ def aggregate_trials(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _one_frame(root: Path, items: Sequence[tuple[str, int, int]], modality: str) -> list[Tracklet]:
-    return [Tracklet((str(root / rel),), pid, cam, modality) for rel, pid, cam in items]  # type: ignore[arg-type]
-
-
 def evaluate_sysu(
     embed: EmbedFn,
     root: str | Path,
@@ -48,16 +43,16 @@ def evaluate_sysu(
     The queries (every IR image of the test ids) are embedded once; the gallery draws of all trials and modes
     are embedded once as a union, then each trial is scored under the SYSU rule.
     """
-    from cmft.data.datasets.sysu_mm01 import sysu_gallery, sysu_query
+    from cmft.data.datasets.sysu_mm01 import sysu_gallery, sysu_query, sysu_tracklets
     from cmft.evaluation.metrics import evaluate_features
 
     root = Path(root)
-    query = _one_frame(root, sysu_query(root), "ir")
+    query = sysu_tracklets(root, sysu_query(root))
     draws = {(m, t): sysu_gallery(root, m, t, shots) for m in modes for t in trials}
     union = sorted({item for items in draws.values() for item in items})
     row = {item: i for i, item in enumerate(union)}
     q = extract_embeddings(embed, query, spec, device, progress and progress("infrared queries"))
-    g = extract_embeddings(embed, _one_frame(root, union, "rgb"), spec, device, progress and progress("visible gallery (all draws)"))
+    g = extract_embeddings(embed, sysu_tracklets(root, union), spec, device, progress and progress("visible gallery (all draws)"))
     out: dict[str, dict[str, Any]] = {}
     for m in modes:
         runs = []

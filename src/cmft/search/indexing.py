@@ -193,12 +193,11 @@ def dataset_items(root: str | os.PathLike[str], dataset: str = "auto") -> tuple[
         tracklets = ds.query_ir + ds.gallery_rgb
         records = _export_records(root)
     elif name == "sysu_mm01":
-        from cmft.data.datasets.sysu_mm01 import camera_modality, sysu_gallery, sysu_query
-        from cmft.data.types import Tracklet
+        from cmft.data.datasets.sysu_mm01 import sysu_gallery, sysu_query, sysu_tracklets
 
         # every visible image: a "draw" of unlimited shots, back in the listing's order (id, camera, file)
         visible = sorted(sysu_gallery(root, "all", 0, shots=1 << 30), key=lambda it: (f"{it[1]:04d}", it[2], it[0]))
-        tracklets = [Tracklet((str(root / rel),), pid, cam, camera_modality(cam)) for rel, pid, cam in sysu_query(root) + visible]
+        tracklets = sysu_tracklets(root, sysu_query(root) + visible)
     elif name == "regdb":
         from cmft.data.datasets.regdb import load_regdb
 

@@ -199,7 +199,9 @@ def sysu_gallery(root: str | Path, mode: str = "all", trial: int = 0, shots: int
     return out
 
 
-def _one_frame(root: Path, items: Sequence[SysuItem]) -> list[Tracklet]:
+def sysu_tracklets(root: str | Path, items: Sequence[SysuItem]) -> list[Tracklet]:
+    """``(relative path, pid, cam)`` items (from :func:`sysu_query` / :func:`sysu_gallery`) as one-frame tracklets."""
+    root = Path(root)
     return [Tracklet((str(root / rel),), pid, cam, camera_modality(cam)) for rel, pid, cam in items]
 
 
@@ -240,6 +242,6 @@ def load_sysu_mm01(root: str | Path, mode: str = "all", trial: int = 0, shots: i
         )
     pid_map = {pid: label for label, pid in enumerate(sorted({pid for _, pid, _ in raw}))}
     train = [Tracklet((str(root / rel),), pid_map[pid], c, camera_modality(c)) for rel, pid, c in raw]
-    query = _one_frame(root, sysu_query(root, mode))
-    gallery = _one_frame(root, sysu_gallery(root, mode, trial, shots))
+    query = sysu_tracklets(root, sysu_query(root, mode))
+    gallery = sysu_tracklets(root, sysu_gallery(root, mode, trial, shots))
     return VIDataset("sysu_mm01", root, train, query, gallery, pid_map, protocol="sysu")
