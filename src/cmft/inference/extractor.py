@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Union
 
@@ -62,9 +63,9 @@ class Extractor:
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 1, 3, 1, 1)
 
-    @property
+    @cached_property
     def dim(self) -> int:
-        """Embedding width."""
+        """Embedding width (one probe forward pass, the first time it is asked)."""
         with torch.inference_mode():
             probe = torch.zeros(1, self.seq_len, 3, self.height, self.width, device=self.device)
             return int(self.model.embed(probe, "rgb").shape[1])

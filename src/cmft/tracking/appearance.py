@@ -89,24 +89,18 @@ class HistogramEmbedder:
 
 
 class CMFTEmbedder:
-    """The single-modality embedding of a cmft checkpoint, each crop a one-frame clip at the model's input size."""
+    """The single-modality embedding of a cmft checkpoint (:class:`~cmft.inference.Extractor`), each crop a
+    one-frame clip at the model's input size."""
 
     suggested_max_cos_dist = 0.2  # StrongSORT's default for deep re-ID features
 
     def __init__(self, checkpoint: str | Path, modality: Modality, device: str = "cpu", batch_size: int = 32) -> None:
-        import torch
-
-        from cmft.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-        from cmft.engine.checkpoint import load_checkpoint, model_from_checkpoint
+        from cmft.inference.extractor import Extractor
 
         if modality not in ("rgb", "ir"):
             raise ValueError(f"unknown modality {modality!r}; choose 'rgb' or 'ir'")
-        ckpt = load_checkpoint(checkpoint)
-        self.model = model_from_checkpoint(ckpt, device)
-        self.size = (int(ckpt["config"]["data"]["height"]), int(ckpt["config"]["data"]["width"]))
-        self.modality, self.device, self.batch_size = modality, torch.device(device), batch_size
-        self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self.extractor = Extractor(checkpoint, device=device, batch_size=batch_size, seq_len=1)
+        self.modality = modality
         self.name = f"cmft:{Path(checkpoint).name}"
 
     def __call__(self, frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -116,15 +110,11 @@ class CMFTEmbedder:
         crops = crop_boxes(frame, boxes)
         if not crops:
             return np.zeros((0, 0), np.float32)
-        h, w = self.size
-        rgb = np.stack([cv2.cvtColor(cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB) for c in crops])
-        out = []
-        with torch.inference_mode():
-            x = torch.from_numpy(rgb).to(self.device).permute(0, 3, 1, 2).float().div_(255)
-            x = (x - self.mean) / self.std
-            for chunk in x.split(self.batch_size):
-                out.append(self.model.embed(chunk.unsqueeze(1), self.modality).float().cpu())
-        return _l2(torch.cat(out).numpy())
+        ex = self.extractor
+        rgb = np.stack([cv2.cvtColor(cv2.resize(c, (ex.width, ex.height), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
+                        for c in crops])
+        clips = torch.from_numpy(rgb).permute(0, 3, 1, 2).unsqueeze(1)  # (N, 1, 3, H, W) uint8
+        return torch.cat([ex.embed_clips(chunk, self.modality) for chunk in clips.split(ex.batch_size)]).numpy()
 
 
 def build_embedder(spec: str, modality: Modality, device: str = "cpu") -> AppearanceEmbedder:
