@@ -24,7 +24,7 @@ from cmft.tracking.appearance import HistogramEmbedder
 from cmft.tracking.detectors import build_detector
 from cmft.tracking.export import SourceExport, export_dataset, export_every, plan_tracklets
 from cmft.tracking.mot_eval import detection_scores, mot_metrics, read_mot
-from cmft.tracking.pipeline import smooth_tracks, track_video
+from cmft.tracking.pipeline import track_video
 from cmft.tracking.trackers import build_tracker
 from cmft.tracking.video import open_video
 
@@ -67,19 +67,13 @@ def run_pipeline(spec: str, tracker: str, cmc: str | None, gsi: bool, limit: int
     emb = HistogramEmbedder("rgb") if tracker == "strongsort" else None
     trk = build_tracker(tracker, cmc=cmc, fps=reader.info.fps, max_cos_dist=HistogramEmbedder.suggested_max_cos_dist)
     run = track_video(reader, build_detector(spec), trk, emb, limit=limit)
-    t0 = time.perf_counter()
     if gsi:
-        run.tracks = smooth_tracks(run.tracks)
-        run.tracks = run.tracks[np.isin(np.round(run.tracks[:, 0]).astype(int), run.frames)]
-    wall = run.wall_s + time.perf_counter() - t0
-    return reader, run, wall
+        run.smooth()
+    return reader, run
 
 
 def scores(run, gt: np.ndarray) -> dict:
-    frames = (run.frames + 1).tolist()
-    dets, tracks = run.detections.astype(np.float64), run.tracks.astype(np.float64)
-    dets[:, 0] += 1
-    tracks[:, 0] += 1
+    frames, dets, tracks = run.mot_rows()
     return {**detection_scores(gt, dets, frames=frames), **mot_metrics(gt, tracks, frames=frames)}
 
 
@@ -123,8 +117,8 @@ def main() -> None:
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     base_fps, default_run = None, None
     for label, spec, tracker, cmc, gsi in PIPELINES:
-        rd, run, wall = run_pipeline(spec, tracker, cmc, gsi, limit)
-        fps = len(run.frames) / wall
+        rd, run = run_pipeline(spec, tracker, cmc, gsi, limit)
+        fps = run.fps
         base_fps = base_fps or fps
         default_run = default_run or (rd, run)
         s = scores(run, gt)
@@ -134,7 +128,7 @@ def main() -> None:
         print(lines[-1], flush=True)
         if label.endswith("(default)"):
             stage = ", ".join(f"{k} {v:.1f}" for k, v in run.stage_ms().items())
-            default_stage = f"Default pipeline, ms per frame: {stage}, GSI {1000 * (wall - run.wall_s) / len(run.frames):.1f}."
+            default_stage = f"Default pipeline, ms per frame: {stage}."
 
     # whole video -> tracklets: the default tracking run above plus planning and writing the crops
     rd, run = default_run

@@ -94,9 +94,9 @@ def _open(video: Path, fps: float | None) -> Any:
         _fail(str(e))
 
 
-def _run(reader: Any, det: Any, trk: Any, emb: Any, stride: int, limit: int | None, gsi: bool) -> tuple[Any, float]:
-    """Track one video (with a progress bar); returns the run and the GSI seconds."""
-    from cmft.tracking.pipeline import smooth_tracks, track_video
+def _run(reader: Any, det: Any, trk: Any, emb: Any, stride: int, limit: int | None, gsi: bool) -> Any:
+    """Track one video (with a progress bar), then GSI when asked."""
+    from cmft.tracking.pipeline import track_video
     from cmft.tracking.video import VideoError
 
     try:
@@ -104,17 +104,9 @@ def _run(reader: Any, det: Any, trk: Any, emb: Any, stride: int, limit: int | No
             run = track_video(reader, det, trk, emb, stride=stride, limit=limit, progress=update)
     except VideoError as e:
         _fail(str(e))
-    t0 = time.perf_counter()
-    if gsi and len(run.tracks):
-        run.tracks = smooth_tracks(run.tracks)
-        run.tracks = run.tracks[_isin_frames(run.tracks[:, 0], run.frames)]
-    return run, time.perf_counter() - t0
-
-
-def _isin_frames(frames: Any, processed: Any) -> Any:
-    import numpy as np
-
-    return np.isin(np.round(frames).astype(np.int64), processed)
+    if gsi:
+        run.smooth()
+    return run
 
 
 def _per_video(values: list[Any], n: int, what: str) -> list[Any]:
@@ -167,7 +159,7 @@ def track(
     sources, table_rows = [], []
     for reader, cam, mod in zip(readers, cameras, modalities):
         det, trk, emb = _pipeline(detector, conf, nms, input_size, tracker, cmc, appearance, max_cos_dist, mod, reader.info.fps, device)
-        run, gsi_s = _run(reader, det, trk, emb, stride, limit, gsi)
+        run = _run(reader, det, trk, emb, stride, limit, gsi)
         every = export_every(reader.info.fps, export_fps)
         planned = plan_tracklets(run.tracks, every, max_len, min_len)
         if label_gt is not None:
@@ -178,7 +170,7 @@ def track(
             planned = label_with_ground_truth(planned, gt)
         n_tracks = len(set(run.tracks[:, 1].astype(int).tolist())) if len(run.tracks) else 0
         table_rows.append((reader.path.name, str(cam), mod, str(len(run.frames)), str(len(run.detections)), str(n_tracks),
-                           str(len(planned)), f"{len(run.frames) / (run.wall_s + gsi_s):.1f}"))
+                           str(len(planned)), f"{run.fps:.1f}"))
         meta = {"fps": reader.info.fps, "frames_processed": len(run.frames), "detections": len(run.detections),
                 "tracks": n_tracks, "export_every": every}
         sources.append(SourceExport(reader, cam, mod, planned, meta))
@@ -227,8 +219,6 @@ def track_eval(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Score detection (precision / recall / F1, paper Table 1) and tracking (MOTA, IDF1, HOTA) against MOT ground truth."""
-    import numpy as np
-
     from cmft.tracking.mot_eval import MotFormatError, detection_scores, mot_metrics, read_mot, write_mot
 
     try:
@@ -237,12 +227,8 @@ def track_eval(
         _fail(str(e))
     reader = _open(video, fps)
     det, trk, emb = _pipeline(detector, conf, nms, input_size, tracker, cmc, appearance, max_cos_dist, modality.lower(), reader.info.fps, device)
-    run, gsi_s = _run(reader, det, trk, emb, stride, limit, gsi)
-    frames = (run.frames + 1).tolist()  # MOTChallenge numbering
-    dets = run.detections.astype(np.float64)
-    dets[:, 0] += 1
-    tracks = run.tracks.astype(np.float64)
-    tracks[:, 0] += 1
+    run = _run(reader, det, trk, emb, stride, limit, gsi)
+    frames, dets, tracks = run.mot_rows()
     if save_mot is not None:
         write_mot(save_mot, tracks)
     d = detection_scores(gt_rows, dets, iou=iou, frames=frames)
@@ -253,8 +239,8 @@ def track_eval(
         "det_precision": d["precision"], "det_recall": d["recall"], "det_f1": d["f1"],
         "mota": m["mota"], "idf1": m["idf1"], "hota": m["hota"], "id_switches": m["id_switches"],
         "num_gt_ids": m["num_gt_ids"], "num_tracker_ids": m["num_tracker_ids"],
-        "fps": len(frames) / (run.wall_s + gsi_s),
-        "ms_per_frame": {**run.stage_ms(), "gsi": 1000 * gsi_s / max(len(frames), 1)},
+        "fps": run.fps,
+        "ms_per_frame": {"gsi": 0.0, **run.stage_ms()},
     }
     if as_json:
         print(json.dumps(result, indent=2))

@@ -43,6 +43,23 @@ class TrackingRun:
         n = max(len(self.frames), 1)
         return {k: 1000 * v / n for k, v in self.timings.items()}
 
+    def smooth(self, interval: int = 20, tau: float = 10.0) -> None:
+        """Apply :func:`smooth_tracks` (GSI) in place, keep only processed frames, and count its time as a stage."""
+        t0 = time.perf_counter()
+        if len(self.tracks):
+            tracks = smooth_tracks(self.tracks, interval, tau)
+            self.tracks = tracks[np.isin(np.round(tracks[:, 0]).astype(np.int64), self.frames)]
+        spent = time.perf_counter() - t0
+        self.timings["gsi"] = self.timings.get("gsi", 0.0) + spent
+        self.wall_s += spent
+
+    def mot_rows(self) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """Processed frames, detections and tracks in MOTChallenge numbering (frame = index + 1), float64."""
+        dets, tracks = self.detections.astype(np.float64), self.tracks.astype(np.float64)
+        dets[:, 0] += 1
+        tracks[:, 0] += 1
+        return (self.frames + 1).tolist(), dets, tracks
+
 
 def track_video(
     reader: VideoReader,
