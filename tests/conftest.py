@@ -10,6 +10,11 @@ from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GOLDEN = SHARED / "golden"
+# real footage and detector weights (../shared/data/README.md); tests that use them skip when absent
+DATA = SHARED / "data"
+PETS = DATA / "mot15" / "PETS09-S2L1"
+YF = DATA / "weights" / "yolo_fastest"
+BODY = f"darknet:{YF / 'yolo-fastest-1.1_body.cfg'}:{YF / 'yolo-fastest-1.1_body.weights'}"
 
 
 @pytest.fixture(scope="session")

@@ -25,10 +25,8 @@ from cmft.tracking.detectors import (
     yolo_output_layout,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-PETS = DATA / "mot15" / "PETS09-S2L1"
-YF = DATA / "weights" / "yolo_fastest"
-BODY = f"darknet:{YF / 'yolo-fastest-1.1_body.cfg'}:{YF / 'yolo-fastest-1.1_body.weights'}"
+from conftest import BODY, DATA, PETS, YF  # noqa: E402
+
 XL = f"darknet:{YF / 'yolo-fastest-1.1-xl.cfg'}:{YF / 'yolo-fastest-1.1-xl.weights'}"
 NANODET_FILE = DATA / "weights" / "nanodet_hpc203" / "nanodet_m.onnx"
 NANODET = f"onnx:{NANODET_FILE}"

@@ -17,7 +17,8 @@ pytest.importorskip("boxmot", reason="the tracking CLI needs the 'track' extra (
 
 from cmft.cli import app  # noqa: E402
 from cmft.data import load_hitsz_vcm  # noqa: E402
-from test_tracking import BODY, PETS, need_data, write_video  # noqa: E402
+from conftest import BODY, DATA, PETS  # noqa: E402
+from test_tracking import need_data, write_video  # noqa: E402
 
 runner = CliRunner()
 GT = ["--gt-scale", "0.625"]
@@ -41,7 +42,7 @@ def test_track_eval_pets_meets_the_bar() -> None:
 def test_track_eval_tud_campus_with_nanodet_onnx() -> None:
     """The other real sequence, through the ONNX detector path (an mp4 at 25 fps, ground truth in video pixels)."""
     need_data()
-    tud, onnx = PETS.parent / "TUD-Campus", PETS.parents[1] / "weights" / "nanodet_hpc203" / "nanodet_m.onnx"
+    tud, onnx = DATA / "mot15" / "TUD-Campus", DATA / "weights" / "nanodet_hpc203" / "nanodet_m.onnx"
     if not onnx.is_file() or not (tud / "TUD-Campus.mp4").is_file():
         pytest.skip("TUD-Campus or NanoDet-m not found in ../shared/data")
     r = runner.invoke(app, ["track-eval", str(tud / "TUD-Campus.mp4"), "--gt", str(tud / "gt" / "gt.txt"),

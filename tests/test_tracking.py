@@ -30,10 +30,8 @@ from cmft.tracking.pipeline import smooth_tracks, track_video  # noqa: E402
 from cmft.tracking.trackers import build_tracker  # noqa: E402
 from cmft.tracking.video import VideoError, open_video  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-PETS = DATA / "mot15" / "PETS09-S2L1"
-YF = DATA / "weights" / "yolo_fastest"
-BODY = f"darknet:{YF / 'yolo-fastest-1.1_body.cfg'}:{YF / 'yolo-fastest-1.1_body.weights'}"
+from conftest import BODY, DATA, PETS, YF  # noqa: E402
+
 
 
 def need_data() -> None:
