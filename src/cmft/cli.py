@@ -272,16 +272,17 @@ def train_cmd(
 
 
 def _evaluate_checkpoint(
-    ckpt_path: Path, dataset: Any, spec: Any, report: Optional[Path], title: str, extra: str = ""
+    checkpoint: Path | dict, dataset: Any, spec: Any, report: Optional[Path], title: str, extra: str = ""
 ) -> dict[str, dict]:
-    """Embed both test sets with a checkpoint's model, score both directions, optionally write the report."""
+    """Embed both test sets with a checkpoint's model (a path, or a checkpoint already loaded), score both
+    directions, optionally write the report."""
     import torch
 
     from cmft.engine.checkpoint import load_checkpoint, model_from_checkpoint
     from cmft.evaluation.retrieval import embed_test_sets, score_directions
 
     try:
-        ckpt = load_checkpoint(ckpt_path)
+        ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -375,7 +376,8 @@ def eval_cmd(
     from cmft.evaluation.retrieval import ClipSpec
 
     try:
-        cfg = load_checkpoint(checkpoint)["config"]
+        ckpt = load_checkpoint(checkpoint)
+        cfg = ckpt["config"]
         name = detect_dataset(data) if dataset == "auto" else dataset
     except (FileNotFoundError, ValueError) as e:  # DatasetFormatError is a ValueError
         _fail(str(e))
@@ -383,7 +385,7 @@ def eval_cmd(
     title = f"{checkpoint} on {data}"
     if name == "sysu_mm01":
         try:
-            results = _evaluate_sysu(checkpoint, data, spec, trials, shots)
+            results = _evaluate_sysu(ckpt, data, spec, trials, shots)
         except (DatasetFormatError, ValueError) as e:
             _fail(str(e))
         title += f" (mean of {trials} gallery draws, {'single' if shots == 1 else 'multi'}-shot)"
@@ -396,7 +398,7 @@ def eval_cmd(
             (report / "report.md").write_text(f"# {title}\n\n{metrics_markdown(results)}\n\n![CMC curves](cmc.png)\n")
     else:
         ds = _load_data(data, name, splits=("test",), trial=trial if trial is not None else cfg["data"].get("trial"))
-        results = _evaluate_checkpoint(checkpoint, ds, spec, report, title)
+        results = _evaluate_checkpoint(ckpt, ds, spec, report, title)
     if as_json:
         print(json.dumps(_jsonable_metrics(results), indent=2))
     else:
@@ -405,7 +407,7 @@ def eval_cmd(
         err.print(f"report: {report / 'report.md'}")
 
 
-def _evaluate_sysu(ckpt_path: Path, root: Path, spec: Any, trials: int, shots: int) -> dict[str, dict]:
+def _evaluate_sysu(ckpt: dict, root: Path, spec: Any, trials: int, shots: int) -> dict[str, dict]:
     """SYSU-MM01 all-search and indoor-search rows (``{"all-search": mean metrics, "indoor-search": ...}``)."""
     import torch
 
@@ -413,7 +415,7 @@ def _evaluate_sysu(ckpt_path: Path, root: Path, spec: Any, trials: int, shots: i
     from cmft.evaluation.trials import evaluate_sysu
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = model_from_checkpoint(ckpt_path, device)
+    model = model_from_checkpoint(ckpt, device)
     with _progress() as p:
         out = evaluate_sysu(model.embed, root, spec, device, trials=range(trials), shots=shots,
                             progress=lambda name: _task_callback(p, f"embedding {name}"))
