@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from cmft.data.datasets.hitsz_vcm import load_hitsz_vcm
-from cmft.data.datasets.synth_render import Pattern, camera_look, make_rng, render_tracklet, sample_appearance
+from cmft.data.datasets.synth_render import Pattern, camera_look, luminance, make_rng, render_tracklet, sample_appearance
 from cmft.data.datasets.synthetic import SynthConfig, generate_synthetic, identity_parameters, plan_tracklets
 
 SMALL = SynthConfig(ids=8, train_ids=4, height=64, width=32, lookalike_fraction=0.5, max_frames=16, workers=1)
@@ -52,13 +52,13 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return out, generate_synthetic(out, SMALL)
 
 
-@pytest.fixture(scope="module")
-def medium(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[int, int, int, np.ndarray]]:
-    """Tracklets of enough identities for simple statistics across people (12 frames each)."""
-    out = tmp_path_factory.mktemp("synth") / "medium"
-    cfg = SynthConfig(ids=40, train_ids=8, height=64, width=32, max_frames=12, workers=1)
+@pytest.fixture(scope="module", params=["nir", "thermal"])
+def medium(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[tuple[int, int, int, np.ndarray]]]:
+    """(IR look, tracklets) of enough identities for simple statistics across people (12 frames each)."""
+    out = tmp_path_factory.mktemp("synth") / f"medium_{request.param}"
+    cfg = SynthConfig(ids=40, train_ids=8, height=64, width=32, max_frames=12, workers=1, ir_look=request.param)
     generate_synthetic(out, cfg)
-    return _tracklets(out)
+    return request.param, _tracklets(out)
 
 
 def test_layout_and_info_files(small: tuple[Path, dict]) -> None:
@@ -171,7 +171,7 @@ def test_lookalike_pairs_share_look_not_gait() -> None:
 
 
 def test_what_each_modality_sees() -> None:
-    """IR is blind to colour and RGB to temperature; body shape and garment pattern show in both."""
+    """Thermal IR is blind to colour and RGB to temperature; body shape and garment pattern show in both."""
     ident = identity_parameters(SynthConfig(ids=2, lookalike_fraction=0))[0]
     other = sample_appearance(make_rng(99, 0))
     app = dataclasses.replace(
@@ -198,8 +198,35 @@ def test_what_each_modality_sees() -> None:
         assert changed(rgb, frames("rgb", **change)) > at_least, change
 
 
-def test_background_tells_the_camera_not_the_person(medium: list) -> None:
+def test_near_infrared_sees_luminance_never_hue() -> None:
+    """The NIR look: garment brightness follows visible luminance through per-dye gains; hue never enters,
+    nor does the thermal signature; the dye gains do."""
+    ident = identity_parameters(SynthConfig(ids=2, lookalike_fraction=0))[0]
+    app = ident.appearance
+    other = sample_appearance(make_rng(99, 0))
+    look = camera_look(0, 1, "ir", 128, 64, "nir")
+    assert look.ir_look == "nir" and camera_look(0, 1, "ir", 128, 64).ir_look == "thermal"
+
+    def frames(**change: object) -> np.ndarray:
+        new = dataclasses.replace(ident, appearance=dataclasses.replace(app, **change))
+        return render_tracklet(new, look, 12, make_rng(7, 1)).astype(np.float32)
+
+    grey = {f.name: (luminance(getattr(app.colours, f.name)),) * 3 for f in dataclasses.fields(app.colours)}
+    base = frames()
+    assert np.array_equal(base, frames(colours=dataclasses.replace(app.colours, **grey)))  # hue: no effect
+    assert np.array_equal(base, frames(thermal=other.thermal))
+    assert float((np.abs(base - frames(nir=other.nir)) > 4).mean()) > 0.03
+    darker = {k: tuple(0.3 * x for x in getattr(app.colours, k)) for k in ("upper", "lower")}
+    assert frames(colours=dataclasses.replace(app.colours, **darker)).mean() < base.mean()  # luminance: shows
+    for g in (app.nir.upper, app.nir.lower, app.nir.shoes):
+        assert 0.6 <= g[0] <= 1.4
+    with pytest.raises(ValueError, match="IR look"):
+        camera_look(0, 1, "ir", 128, 64, "sonar")
+
+
+def test_background_tells_the_camera_not_the_person(medium: tuple[str, list]) -> None:
     """Border strips (background) identify the camera but not the person, within a camera or across modalities."""
+    _, medium = medium  # type: ignore[assignment]
     feats = np.array([[f[:, :, :3].mean(), f[:, :, -3:].mean(), f[:, : f.shape[1] // 2, :3].mean(),
                        f[:, f.shape[1] // 2 :, -3:].mean()] for *_, f in medium])
     pid = np.array([i[0] for i in medium])
@@ -230,12 +257,14 @@ def test_background_tells_the_camera_not_the_person(medium: list) -> None:
     assert np.mean(pid[q] == pid[g[d.argmin(1)]]) < 0.1  # chance is about 2.5%
 
 
-def test_colour_does_not_predict_infrared(medium: list) -> None:
-    """Per identity, the RGB torso colour says nothing about the IR torso; each modality is self-consistent.
+def test_colour_predicts_infrared_only_as_the_look_says(medium: tuple[str, list]) -> None:
+    """Thermal: the RGB torso says nothing about the IR torso. Near-infrared: its brightness says something,
+    never all (per-dye gains). Each modality is self-consistent across cameras.
 
     Measure: median of a torso patch minus the median of the border strips (the person's contrast
     against the background, which survives the IR camera's automatic gain).
     """
+    look, medium = medium  # type: ignore[assignment]
     by_id: dict[tuple[int, int], dict[int, np.ndarray]] = defaultdict(dict)
     for pid, mod, cam, f in medium:
         h, w = f.shape[1:3]
@@ -245,8 +274,12 @@ def test_colour_does_not_predict_infrared(medium: list) -> None:
     pids = sorted({p for p, _ in by_id})
     ir = np.array([np.mean(list(by_id[(p, 1)].values()), 0)[0] for p in pids])
     rgb = np.array([np.mean(list(by_id[(p, 2)].values()), 0) for p in pids])  # (ids, 3)
-    for channel in (rgb.mean(1), rgb[:, 0], rgb[:, 1], rgb[:, 2]):
-        assert abs(np.corrcoef(channel, ir)[0, 1]) < 0.35
+    if look == "thermal":
+        for channel in (rgb.mean(1), rgb[:, 0], rgb[:, 1], rgb[:, 2]):
+            assert abs(np.corrcoef(channel, ir)[0, 1]) < 0.35
+    else:
+        luma = rgb @ np.array([0.299, 0.587, 0.114])
+        assert 0.35 < np.corrcoef(luma, ir)[0, 1] < 0.95
     # controls: the measure agrees between two cameras seeing the same person, in each modality
     for m in (1, 2):
         two = np.array([[v.mean() for v in list(by_id[(p, m)].values())[:2]] for p in pids])

@@ -1,10 +1,13 @@
 """Procedural people and cameras for the synthetic visible-infrared dataset, drawn with vectorised numpy.
 
-An identity is a look (body shape, clothing colours, clothing pattern, thermal signature) plus a
-gait. A tracklet is one identity walking past one camera in one modality: the body is a set of
-capsules (head, torso, limbs) posed by the gait per frame, composited over the camera's scrolling
-background, then lit (RGB: reflectance x light colour; IR: relative temperature x automatic gain)
-and degraded (blur, noise, brightness flicker). All frames of a tracklet are drawn at once as
+An identity is a look (body shape, clothing colours, clothing pattern, thermal signature, near-infrared
+dye gains) plus a gait. A tracklet is one identity walking past one camera in one modality: the body
+is a set of capsules (head, torso, limbs) posed by the gait per frame, composited over the camera's
+scrolling background, then lit (RGB: reflectance x light colour; IR: the camera's IR look mapped by
+its automatic gain) and degraded (blur, noise, brightness flicker). Two IR looks (``IR_LOOKS``):
+``nir`` (active near-infrared illumination, as HITSZ-VCM's and SYSU-MM01's night cameras: no hue,
+each garment's brightness its visible luminance times a per-dye gain) and ``thermal`` (RegDB's kind
+of camera: relative temperature, unrelated to colour). All frames of a tracklet are drawn at once as
 ``(T, H, W)`` arrays; each body part only touches its bounding box.
 """
 
@@ -21,6 +24,7 @@ PATTERNS = ("plain", "hstripes", "vstripes", "checks", "diagonal", "dots")
 _UPPER_PATTERN_P = (0.35, 0.2, 0.1, 0.15, 0.1, 0.1)
 _LOWER_PATTERN_P = (0.65, 0.05, 0.1, 0.1, 0.05, 0.05)
 MODALITY_CODE = {"ir": 1, "rgb": 2}
+IR_LOOKS = ("nir", "thermal")
 
 RGB3 = tuple[float, float, float]
 Point = tuple[np.ndarray, np.ndarray]  # (x, y) pixel positions, one per frame
@@ -89,6 +93,25 @@ class Thermal:
 
 
 @dataclass(frozen=True)
+class NearInfrared:
+    """What a near-infrared camera sees besides luminance: per-dye reflectance gains and offsets.
+
+    A garment colour ``c`` shows with brightness ``luminance(c) * gain + offset`` (dyes reflect NIR
+    differently from visible light, so the match is partial); skin and hair are brighter than in
+    the visible (skin reflects NIR strongly whatever its tone, dark hair turns grey).
+    """
+
+    upper: tuple[float, float]  # (gain, offset) of the upper garment's base colour
+    upper_pattern: tuple[float, float]
+    lower: tuple[float, float]
+    lower_pattern: tuple[float, float]
+    shoes: tuple[float, float]
+    bag: tuple[float, float]
+    skin: float  # NIR reflectance of the skin
+    hair: float  # NIR reflectance of the hair
+
+
+@dataclass(frozen=True)
 class Appearance:
     """Everything a single frame can show about a person (look-alike pairs share it exactly)."""
 
@@ -97,6 +120,7 @@ class Appearance:
     lower: Pattern
     colours: Colours
     thermal: Thermal
+    nir: NearInfrared
 
 
 @dataclass(frozen=True)
@@ -138,6 +162,11 @@ def _second_colour(rng: np.random.Generator, base: RGB3) -> RGB3:
         c = b * 0.35 if b.mean() > 0.45 else b + (1 - b) * 0.6
         return tuple(float(x) for x in np.clip(c, 0.02, 0.98))  # type: ignore[return-value]
     return _colour(rng)
+
+
+def luminance(c: RGB3) -> float:
+    """Rec. 601 luma of a reflectance triple: what a monochrome sensor sees of a colour."""
+    return 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
 
 
 def _pattern(rng: np.random.Generator, probs: tuple[float, ...]) -> Pattern:
@@ -186,7 +215,14 @@ def sample_appearance(rng: np.random.Generator) -> Appearance:
         shoes=float(u(0.05, 0.3)),
         bag=float(u(-0.05, 0.15)),
     )
-    return Appearance(shape, upper, lower, colours, thermal)
+    # drawn after everything else, so the thermal look of a seed is what it was before NIR existed
+    dye = {k: (float(u(0.6, 1.4)), float(rng.normal(0.0, 0.03))) for k in ("upper", "upper_pattern", "lower", "lower_pattern", "shoes", "bag")}
+    nir = NearInfrared(
+        **dye,
+        skin=float(np.clip(0.3 + 0.55 * luminance(colours.skin) + rng.normal(0, 0.03), 0.2, 0.95)),
+        hair=float(np.clip(0.12 + 1.3 * luminance(colours.hair) + rng.normal(0, 0.03), 0.05, 0.95)),
+    )
+    return Appearance(shape, upper, lower, colours, thermal, nir)
 
 
 def _draw_gait(rng: np.random.Generator) -> Gait:
@@ -223,6 +259,7 @@ class CameraLook:
     """One camera in one modality: scene panorama (reflectance or relative temperature), light, scale."""
 
     modality: str
+    ir_look: str  # "nir" or "thermal" (IR); "" for RGB
     panorama: np.ndarray  # (H, 4W, C) float32, periodic in x; C = 3 (RGB) or 1 (IR)
     fill: float  # person height / crop height
     light: np.ndarray  # (3,) light colour x brightness (RGB) or (gain, offset) in grey levels (IR)
@@ -245,8 +282,14 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.n
 
 
 @lru_cache(maxsize=64)
-def camera_look(seed: int, cam: int, modality: str, height: int, width: int) -> CameraLook:
-    """The scene of camera ``cam``: its layout is shared by both modes, its look is per modality."""
+def camera_look(seed: int, cam: int, modality: str, height: int, width: int, ir_look: str = "thermal") -> CameraLook:
+    """The scene of camera ``cam``: its layout is shared by both modes, its look is per modality.
+
+    ``ir_look`` (IR only): ``thermal`` scenes hold relative temperatures, ``nir`` scenes NIR
+    reflectances under the camera's own illuminator (brighter gain, low offset).
+    """
+    if ir_look not in IR_LOOKS:
+        raise ValueError(f"unknown IR look {ir_look!r}; choose one of {IR_LOOKS}")
     geo = make_rng(seed, 1, cam)
     h, pw = height, 4 * width
     horizon = int(h * geo.uniform(0.45, 0.7))
@@ -278,7 +321,7 @@ def camera_look(seed: int, cam: int, modality: str, height: int, width: int) -> 
         light = (light / light.mean() * rng.uniform(0.65, 1.1)).astype(np.float32)
         fill = float(rng.uniform(0.74, 0.88))
         columns = np.zeros(width, np.float32)
-    else:
+    elif ir_look == "thermal":
         pano = np.where(floor, rng.uniform(-0.2, 0.25), rng.uniform(-0.15, 0.3)).astype(np.float32)
         pano = pano + rng.uniform(0.03, 0.1) * tex
         for x, sw, top, full in structs:
@@ -289,7 +332,21 @@ def camera_look(seed: int, cam: int, modality: str, height: int, width: int) -> 
         light = np.array([rng.uniform(100, 150), rng.uniform(40, 75)], np.float32)  # gain, offset
         fill = float(rng.uniform(0.7, 0.86))
         columns = (rng.standard_normal(width) * 1.5).astype(np.float32)
-    return CameraLook(modality, np.ascontiguousarray(pano, dtype=np.float32), fill, light, columns)
+    else:  # nir: grey reflectances lit by the camera's illuminator, falling off with distance (upwards)
+        pano = np.where(floor, rng.uniform(0.1, 0.5), rng.uniform(0.1, 0.55)).astype(np.float32)
+        pano = pano * (1 + rng.uniform(0.05, 0.2) * tex)
+        depth = np.clip((yy - horizon) / max(h - horizon, 1), 0, 1)
+        pano = pano * (0.75 + 0.25 * depth) if rng.random() < 0.5 else pano
+        for x, sw, top, full in structs:
+            dx = np.minimum(np.abs(xx - x), pw - np.abs(xx - x))
+            mask = (dx < sw / 2) & (yy >= top) & ((yy < horizon) | full)
+            pano = np.where(mask, rng.uniform(0.05, 0.8), pano)
+        pano = pano[..., None]
+        light = np.array([rng.uniform(170, 230), rng.uniform(5, 25)], np.float32)  # gain, offset
+        fill = float(rng.uniform(0.7, 0.86))
+        columns = (rng.standard_normal(width) * 1.0).astype(np.float32)
+    look = ir_look if modality == "ir" else ""
+    return CameraLook(modality, look, np.ascontiguousarray(pano, dtype=np.float32), fill, light, columns)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -501,9 +558,22 @@ def render_tracklet(
     parts += arm_parts(near_arm, 1.0, False)
 
     # --- materials: reflectance (RGB) or relative temperature (IR) ------------------------------------
-    th_, col = app.thermal, app.colours
+    th_, col, nir = app.thermal, app.colours, app.nir
     patterns = {"upper": app.upper, "lower": app.lower}
-    if ir:
+    if ir and look.ir_look == "nir":
+
+        def grey(c: RGB3, dye: tuple[float, float]) -> np.ndarray:
+            return np.array([np.clip(luminance(c) * dye[0] + dye[1], 0.02, 0.98)], f32)
+
+        values = {
+            "skin": (np.array([nir.skin], f32), None),
+            "hair": (np.array([nir.hair], f32), None),
+            "upper": (grey(col.upper, nir.upper), grey(col.upper_pattern, nir.upper_pattern)),
+            "lower": (grey(col.lower, nir.lower), grey(col.lower_pattern, nir.lower_pattern)),
+            "shoes": (grey(col.shoes, nir.shoes), None),
+            "bag": (grey(col.bag, nir.bag), None),
+        }
+    elif ir:
         skin_t = th_.skin
         base = {
             "skin": skin_t,

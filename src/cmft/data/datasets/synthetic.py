@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from cmft.data.datasets.synth_render import (
+    IR_LOOKS,
     MODALITY_CODE,
     Identity,
     camera_look,
@@ -57,6 +58,7 @@ class SynthConfig:
     lookalike_fraction: float = 0.25  # fraction of identities in look-alike pairs (same look, different gait)
     noise: float = 1.0  # scale of sensor noise, blur and brightness flicker (0 = clean frames)
     jpeg_quality: int = 90  # JPEG quality of the frames (1..95)
+    ir_look: str = "nir"  # "nir" (near-infrared night camera, the default) or "thermal" (RegDB-like)
     workers: int = 0  # worker processes; 0 = one per CPU core (the output does not depend on it)
 
     def __post_init__(self) -> None:
@@ -93,6 +95,8 @@ class SynthConfig:
         number("noise", 0.0, 10.0)
         integer("jpeg_quality", 1, 95)
         integer("workers", 0)
+        if self.ir_look not in IR_LOOKS:
+            raise ValueError(f"SynthConfig.ir_look must be one of {IR_LOOKS}, got {self.ir_look!r}")
 
     @property
     def n_train(self) -> int:
@@ -177,7 +181,7 @@ def _render_identity(config: SynthConfig, ident: Identity, out: str) -> list[Tra
     """Render and write every tracklet of one identity (runs in a worker process)."""
     plans = plan_tracklets(config, ident.pid)
     for p in plans:
-        look = camera_look(config.seed, p.cam, p.modality, config.height, config.width)
+        look = camera_look(config.seed, p.cam, p.modality, config.height, config.width, config.ir_look)
         rng = make_rng(config.seed, _KEY_TRACK, p.pid, MODALITY_CODE[p.modality], p.cam, p.number)
         frames = render_tracklet(ident, look, p.frames, rng, config.noise)
         folder = Path(out) / f"{p.pid:04d}" / p.modality / f"D{p.cam}"
@@ -300,6 +304,7 @@ def generate_synthetic(
         "train_ids": config.n_train,
         "test_ids": config.ids - config.n_train,
         "cameras": config.cameras,
+        "ir_look": config.ir_look,
         "lookalike_pairs": pairs,
         "train": counts["train"],
         "test": counts["test"],
