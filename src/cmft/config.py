@@ -27,6 +27,8 @@ class DataConfig:
     num_instances: int = 4  # K tracklets per identity and modality
     workers: int = 2
     skip_missing: bool = False  # drop frames listed but missing on disk
+    gray_p: float = 0.0  # probability of a grey RGB training clip (random grayscale, one draw per clip)
+    channel_p: float = 0.0  # probability of an RGB training clip seen through one random channel (CAJL)
 
 
 @dataclass
@@ -54,6 +56,8 @@ class LossConfig:
     mdl_negatives: str = "dynamic"  # or hard, all
     mdl_normalize: bool = False
     stage2_cross_weight: float = 0.0  # keep some L_Cross in stage 2 (the paper uses 0)
+    xmodal_weight: float = 0.0  # cross-modal batch-hard triplet (RGB anchors vs IR, IR vs RGB) in both stages
+    xmodal_margin: float = 0.3
     metric_on: str = "feat"  # metric losses on embeddings before ("feat") or after ("bn") the BN neck
 
 

@@ -28,6 +28,26 @@ class ClipAugment:
     ir_blur_p: float = 0.5
     ir_blur_kernel: int = 5
     ir_blur_sigma: tuple[float, float] = (0.1, 2.0)
+    gray_p: float = 0.0  # RGB only: the clip turned grey (DEEN, M3-ReID use 0.5), bridging to IR's single channel
+    channel_p: float = 0.0  # RGB only: one random colour channel copied to all three (CAJL's channel exchange)
+
+
+class ChannelExchange(torch.nn.Module):
+    """With probability ``p``, replace a clip's three channels by one of them drawn at random (once per clip).
+
+    Channel-augmented joint learning (Ye et al., ICCV 2021): a colour image seen through one channel
+    looks like a single-channel infrared one while keeping its textures.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        if self.p <= 0 or float(torch.rand(())) >= self.p:
+            return clip
+        c = int(torch.randint(3, ()))
+        return clip[..., c : c + 1, :, :].expand_as(clip).contiguous()
 
 
 def build_clip_transform(
@@ -41,6 +61,11 @@ def build_clip_transform(
         steps += [v2.RandomHorizontalFlip(augment.flip_p)]
         if augment.pad > 0:
             steps += [v2.Pad(augment.pad), v2.RandomCrop((height, width))]
+        if modality == "rgb":
+            if augment.gray_p > 0:
+                steps += [v2.RandomGrayscale(augment.gray_p)]
+            if augment.channel_p > 0:
+                steps += [ChannelExchange(augment.channel_p)]
         if modality == "ir":
             steps += [
                 v2.ColorJitter(brightness=augment.ir_jitter, contrast=augment.ir_jitter),

@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from cmft.config import Config, config_from_dict, save_config
 from cmft.data.datasets.registry import load_dataset
 from cmft.data.loader import build_train_loader
+from cmft.data.transforms import ClipAugment
 from cmft.data.types import VIDataset
 from cmft.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from cmft.engine.distributed import DistInfo, barrier, broadcast_object, gather_shards, init_distributed, shard, shutdown
@@ -127,6 +128,17 @@ class _Logger:
                 self.tb.close()
 
 
+@torch.no_grad()
+def identity_accuracies(out: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, float]:
+    """Training identity accuracy of each classifier present (``acc_rgb``, ``acc_ir``, ``acc_fused``), in [0, 1].
+
+    The learning curve to watch: a falling loss says little when logits are small, and an IR accuracy
+    far below the RGB one means the shared classifier has not been taught to read the IR stream.
+    """
+    return {f"acc_{k}": float((out[f"logits_{k}"].argmax(1) == labels).float().mean())
+            for k in ("rgb", "ir", "fused") if f"logits_{k}" in out}
+
+
 def _eval_score(metrics: dict[str, Any]) -> float:
     """The number the best checkpoint maximises: mean mAP over both directions."""
     return float(np.mean([m["mAP"] for m in metrics.values()]))
@@ -188,7 +200,8 @@ def train(
                                skip_missing=cfg.data.skip_missing)
     d = cfg.data
     loader = build_train_loader(dataset, d.seq_len, d.height, d.width, d.num_ids, d.num_instances, d.workers,
-                                cfg.train.seed, dist_info.world_size, dist_info.rank)
+                                cfg.train.seed, dist_info.world_size, dist_info.rank,
+                                augment=ClipAugment(gray_p=d.gray_p, channel_p=d.channel_p))
     steps_per_epoch = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader), cfg.train.max_steps_per_epoch)
 
     # model, optimiser, precision
@@ -236,6 +249,7 @@ def train(
                     out = train_model(rgb=rgb, ir=ir)
                 loss, parts = objective(out, labels, stage)
                 parts["total"] = float(loss.detach())
+                parts.update(identity_accuracies(out, labels))
                 if broadcast_object(not math.isfinite(parts["total"]), dist_info):
                     raise TrainingDiverged(
                         f"loss became {parts['total']} at epoch {epoch} step {step} (parts {parts}); "
@@ -262,7 +276,7 @@ def train(
             n = max(steps_per_epoch, 1)
             record: dict[str, Any] = {"epoch": epoch, "stage": stage, "seconds": time.perf_counter() - t0,
                                       "clips_per_s": clips / max(time.perf_counter() - t0, 1e-9),
-                                      **{f"loss_{k}": v / n for k, v in sums.items()}}
+                                      **{(k if k.startswith("acc_") else f"loss_{k}"): v / n for k, v in sums.items()}}
             last_epoch = epoch == cfg.train.epochs - 1
             due = last_epoch or (cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0)
             is_best = False

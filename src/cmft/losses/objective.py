@@ -1,6 +1,7 @@
 """The progressive objective (paper §3.4.4): which losses apply in which stage, read from the model's output dict.
 
 Stage 1 (``epoch < warm_epochs``): ``L_ID + L_Cross``. Stage 2: ``L_ID + l1 MSRL + l2 MDL``.
+``xmodal_weight`` (0 in the paper) adds a cross-modal batch-hard triplet in both stages.
 L_ID sums the label-smoothed cross-entropy of every classifier present (RGB, IR, fused). Metric
 losses see the ``[RGB; IR]`` batch of stream embeddings with labels ``[l; l]``; L_Cross adds the
 fused embeddings' own triplet when the model fuses.
@@ -15,7 +16,7 @@ from cmft.losses.baselines import hetero_centre_triplet, wrt_loss
 from cmft.losses.identity import identity_loss
 from cmft.losses.mdl import mdl_loss
 from cmft.losses.msrl import msrl_loss
-from cmft.losses.triplet import batch_hard_triplet, cross_triplet
+from cmft.losses.triplet import batch_hard_triplet, cross_modal_triplet, cross_triplet
 
 CROSS_LOSSES = ("lcross", "wrt", "hct", "triplet", "none")
 
@@ -61,6 +62,8 @@ class Objective:
         cross_w = c.cross_weight if stage == 1 else c.stage2_cross_weight
         if cross_w and c.cross != "none":
             parts["cross"] = cross_w * self._cross(rgb, ir, fused, labels)
+        if c.xmodal_weight:
+            parts["xmodal"] = c.xmodal_weight * cross_modal_triplet(rgb, ir, labels, c.xmodal_margin)
         if stage == 2:
             both, both_labels = torch.cat([rgb, ir]), torch.cat([labels, labels])
             if c.msrl_weight:

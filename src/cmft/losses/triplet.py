@@ -34,3 +34,24 @@ def cross_triplet(
     if fused is not None:
         loss = loss + batch_hard_triplet(fused, labels, margin)
     return loss
+
+
+def cross_modal_triplet(rgb: torch.Tensor, ir: torch.Tensor, labels: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
+    """Batch-hard triplet across modalities: each RGB anchor against its hardest IR positive and hardest IR
+    negative, and each IR anchor against RGB ones (the hard mining of cross-modal re-ID, e.g. AGW / DEEN).
+
+    Unlike L_Cross, which only compares samples of one modality, this pulls the two modalities of an
+    identity together; it needs two identities in the batch.
+    """
+    if rgb.shape != ir.shape or labels.shape != (rgb.shape[0],):
+        raise ValueError(f"RGB {tuple(rgb.shape)}, IR {tuple(ir.shape)} and labels {tuple(labels.shape)} disagree")
+    same = labels[:, None] == labels[None, :]
+    if bool(same.all()):
+        raise ValueError("the cross-modal triplet needs at least two identities in the batch")
+    d = euclidean_dist(rgb, ir)  # (RGB anchors, IR items); its transpose serves the IR anchors
+    loss = rgb.new_zeros(())
+    for dist in (d, d.t()):
+        hardest_pos = dist.masked_fill(~same, float("-inf")).amax(1)
+        hardest_neg = dist.masked_fill(same, float("inf")).amin(1)
+        loss = loss + F.relu(hardest_pos - hardest_neg + margin).mean()
+    return loss / 2

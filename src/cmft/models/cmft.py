@@ -14,7 +14,8 @@ from torch import nn
 from cmft.data.types import Modality
 from cmft.models.backbones import Pretrained, build_stream
 from cmft.models.fusion import SCORE_FUSIONS, build_fusion, fuse_scores
-from cmft.models.heads import BNNeck, classifier
+from cmft.models.heads import POOLS, BNNeck, GeM, pool_level
+from cmft.models.heads import classifier as make_classifier
 from cmft.models.temporal_shift import TemporalShift
 
 
@@ -41,6 +42,9 @@ class CMFT(nn.Module):
         pretrained: Pretrained = None,
         fold_div: int = 8,
         last_stride: int = 1,
+        classifier: str = "linear",
+        cosine_scale: float = 16.0,
+        pool: str = "avg",
     ) -> None:
         super().__init__()
         self.args: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -60,11 +64,15 @@ class CMFT(nn.Module):
             fusion, channels, start=start, branches=branches, layers=layers, heads=heads,
             fusion_dim=fusion_dim, reduce_dim=reduce_dim, pool_grid=tuple(pool_grid),
         )
+        if pool not in POOLS:
+            raise ValueError(f"unknown pool {pool!r}; choose one of {POOLS}")
+        self.pool = GeM() if pool == "gem" else None  # one pooling for both streams
         self.neck_rgb, self.neck_ir = BNNeck(self.dim), BNNeck(self.dim)
-        self.classifier = classifier(self.dim, num_classes)  # shared: both modalities in one identity space
+        # shared: both modalities in one identity space
+        self.classifier = make_classifier(self.dim, num_classes, classifier, cosine_scale)
         if self.fusion is not None:
             self.neck_fused = BNNeck(self.fusion.out_dim)
-            self.classifier_fused = classifier(self.fusion.out_dim, num_classes)
+            self.classifier_fused = make_classifier(self.fusion.out_dim, num_classes, classifier, cosine_scale)
 
     def set_clip_length(self, t: int) -> None:
         """Tell every temporal shift the clip length (done by each forward)."""
@@ -86,7 +94,7 @@ class CMFT(nn.Module):
             if clips.dim() != 5:
                 raise ValueError(f"{name} clips must be (B, T, 3, H, W), got shape {tuple(clips.shape)}")
             levels[name] = stream.forward_levels(clips)
-            out[f"feat_{name}"] = levels[name][-1].mean(dim=(1, 3, 4))
+            out[f"feat_{name}"] = pool_level(levels[name][-1], self.pool)
         if len(levels) == 2:
             if rgb.shape[:2] != ir.shape[:2]:
                 raise ValueError(f"paired clips need the same (B, T): RGB {tuple(rgb.shape[:2])} vs IR {tuple(ir.shape[:2])}")
