@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from typer.testing import CliRunner
 
 from cmft.cli import app
@@ -76,8 +77,20 @@ def test_train_and_eval_errors(tmp_path: Path) -> None:
 
 def test_demo_on_given_data(vcm4: Path, tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    r = runner.invoke(app, ["demo", "--data", str(vcm4), "--out", str(out), *_tiny_demo_overrides(vcm4)])
+    r = runner.invoke(app, ["demo", "--data", str(vcm4), "--out", str(out), "--compare", *_tiny_demo_overrides(vcm4)])
     assert r.exit_code == 0, r.output
+    # metrics.json: per trained variant and direction, percent, and the number of test identities
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"cmft", "no_fusion"}
+    for variant in metrics.values():
+        assert set(variant) == {"ir_to_rgb", "rgb_to_ir"}
+        for m in variant.values():
+            assert set(m) == {"rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_test_ids"}
+            assert m["num_test_ids"] == 3 and 0 <= m["rank1"] <= m["rank5"] <= m["rank10"] <= m["rank20"] == 100.0
+            assert 0 < m["mAP"] <= 100 and 0 < m["mINP"] <= 100
+    ckpt = torch.load(out / "run_no_fusion" / "last.pt", map_location="cpu", weights_only=True)
+    assert ckpt["model_args"]["fusion"] == "none" and not any(k.startswith("fusion.") for k in ckpt["model"])
+    assert "no fusion baseline" in (out / "report" / "report.md").read_text()
     text = (out / "report" / "report.md").read_text()
     assert "training-free grey-level" in text and "![CMC curves](cmc.png)" in text
     assert "training-free descriptor" in r.stdout

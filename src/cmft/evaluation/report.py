@@ -100,3 +100,21 @@ def metrics_markdown(results: dict[str, dict[str, Any]]) -> str:
         ranks = [f"{100 * cmc[r - 1]:.2f}" if r <= len(cmc) else "-" for r in (1, 5, 10, 20)]
         lines.append(f"| {DIRECTION_TITLES.get(d, d)} | {' | '.join(ranks)} | {100 * m['mAP']:.2f} | {100 * m['mINP']:.2f} |")
     return "\n".join(lines)
+
+
+PUBLIC_DIRECTIONS = {"ir2rgb": "ir_to_rgb", "rgb2ir": "rgb_to_ir"}
+
+
+def public_metrics(results: dict[str, dict[str, Any]], num_test_ids: int) -> dict[str, dict[str, float | int]]:
+    """Both directions as the stable ``metrics.json`` record: ``{"ir_to_rgb": {"rank1", "rank5", "rank10",
+    "rank20", "mAP", "mINP" (percent), "num_test_ids"}, "rgb_to_ir": ...}``."""
+    out: dict[str, dict[str, float | int]] = {}
+    for d, key in PUBLIC_DIRECTIONS.items():
+        if d not in results:
+            continue
+        m = results[d]
+        cmc = np.asarray(m["cmc"], dtype=float)
+        row: dict[str, float | int] = {f"rank{k}": round(100 * float(cmc[min(k, len(cmc)) - 1]), 4) for k in (1, 5, 10, 20)}
+        row.update(mAP=round(100 * float(m["mAP"]), 4), mINP=round(100 * float(m["mINP"]), 4), num_test_ids=int(num_test_ids))
+        out[key] = row
+    return out

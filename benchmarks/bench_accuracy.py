@@ -1,0 +1,194 @@
+"""The paper's ablations on synthetic video at CPU scale: Table 2 (fusion), tracklet length, Table 5 (MSRL / MDL).
+
+Every variant trains the demo recipe (``cmft demo``'s config) at one fixed, small budget on one
+synthetic near-infrared set, for several seeds, and reports both directions' Rank-1 and mAP as mean
++- sd. Each finished run is kept (``OUT/results/<study>__<variant>__s<seed>.json``, written atomically),
+so an interrupted benchmark resumes where it stopped; ``--write-md`` puts the table and a plot in
+BENCHMARKS.md.
+
+    python benchmarks/bench_accuracy.py --out out/bench_accuracy                     # everything, 3 seeds
+    python benchmarks/bench_accuracy.py --out out/bench_accuracy --studies table2 length --write-md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from markdown_section import write_section  # noqa: E402  (beside this script)
+
+# (study, variant) -> overrides of the demo config; each study's first variant is its reference
+STUDIES: dict[str, dict[str, list[str]]] = {
+    "table2": {
+        "no fusion": ["model.args.fusion=none"],
+        "score average": ["model.args.fusion=score_avg"],
+        "score multiplication": ["model.args.fusion=score_mul"],
+        "concatenation": ["model.args.fusion=concat"],
+        "CCF single-branch": ["model.args.fusion=ccf", "model.args.branches=1"],
+        "CCF dual-branch": ["model.args.fusion=ccf", "model.args.branches=2"],
+    },
+    "length": {f"T={t}": [f"data.seq_len={t}", f"eval.seq_len={t}"] for t in (1, 2, 4, 8)},
+    "table5": {
+        "MSRL euclidean + MDL dynamic": [],
+        "MSRL cosine": ["loss.msrl_metric=cosine"],
+        "MDL hard": ["loss.mdl_negatives=hard"],
+        "MDL all": ["loss.mdl_negatives=all"],
+        "no MSRL / MDL": ["loss.msrl_weight=0", "loss.mdl_weight=0"],
+    },
+    # the demo recipe with one lever against the modality gap taken out (or added) at a time
+    "levers": {
+        "demo recipe": [],
+        "no grey RGB clips": ["data.gray_p=0"],
+        "+ channel exchange p=0.5": ["data.channel_p=0.5"],
+        "no cross-modal triplet": ["loss.xmodal_weight=0"],
+        "independent streams": ["model.args.share_from=null"],
+        "linear classifier": ["model.args.classifier=linear"],
+        "+ GeM pooling": ["model.args.pool=gem"],
+        "no L_Cross in stage 2": ["loss.stage2_cross_weight=0"],
+    },
+}
+TITLES = {"table2": "Paper Table 2: fusion", "length": "Tracklet length (frames per clip)",
+          "table5": "Paper Table 5: MSRL and MDL choices", "levers": "Levers against the modality gap (one at a time)"}
+DIRS = (("ir2rgb", "IR->RGB"), ("rgb2ir", "RGB->IR"))
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def run_one(data: Path, out: Path, study: str, variant: str, seed: int, budget: list[str]) -> dict:
+    """Train and evaluate one (variant, seed) unless its result file exists; returns the result."""
+    from cmft.config import load_config
+    from cmft.data.datasets.registry import load_dataset
+    from cmft.engine.trainer import train
+
+    key = f"{study}__{variant.replace(' ', '_').replace('/', '_')}__s{seed}"
+    result_file = out / "results" / f"{key}.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    run_dir = out / "runs" / key
+    resume = (run_dir / "last.pt").exists()  # an interrupted run continues from its last finished epoch
+    cfg_path = Path(str(resources.files("cmft") / "configs" / "demo_cpu.yaml"))
+    cfg = load_config(cfg_path, [f"data.root={data}", f"train.seed={seed}", "train.eval_every=0", *budget, *STUDIES[study][variant]])
+    t0 = time.perf_counter()
+    res = train(cfg, run_dir, resume=resume, dataset=load_dataset("auto", data))
+    last = res.last_eval
+    row = {"study": study, "variant": variant, "seed": seed, "seconds": time.perf_counter() - t0,
+           **{f"{d}_{k}": 100 * float(last[d]["cmc"][0] if k == "rank1" else last[d][k]) for d, _ in DIRS for k in ("rank1", "mAP")}}
+    result_file.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(result_file, row)
+    shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints of finished runs are not kept (hundreds of MB each)
+    return row
+
+
+def summarise(rows: list[dict]) -> dict[tuple[str, str], dict[str, tuple[float, float, int]]]:
+    """(study, variant) -> metric -> (mean, sd over seeds, number of seeds)."""
+    out: dict[tuple[str, str], dict[str, tuple[float, float, int]]] = {}
+    for r in rows:
+        out.setdefault((r["study"], r["variant"]), {})
+    for key in out:
+        sel = [r for r in rows if (r["study"], r["variant"]) == key]
+        for m in (f"{d}_{k}" for d, _ in DIRS for k in ("rank1", "mAP")):
+            v = np.array([r[m] for r in sel])
+            out[key][m] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v))
+    return out
+
+
+def plot(summary: dict, studies: list[str], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * len(studies), 3.8), dpi=110)
+    FigureCanvasAgg(fig)
+    for i, study in enumerate(studies):
+        ax = fig.add_subplot(1, len(studies), i + 1)
+        variants = [v for v in STUDIES[study] if (study, v) in summary]
+        x = np.arange(len(variants))
+        for j, (d, title) in enumerate(DIRS):
+            mean = [summary[(study, v)][f"{d}_mAP"][0] for v in variants]
+            sd = [summary[(study, v)][f"{d}_mAP"][1] for v in variants]
+            ax.bar(x + (j - 0.5) * 0.38, mean, 0.38, yerr=sd, capsize=3, label=f"{title} mAP")
+        ax.set_xticks(x, variants, rotation=35, ha="right", fontsize=7)
+        ax.set_ylabel("mAP (%)")
+        ax.set_title(TITLES[study], fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def markdown(summary: dict, studies: list[str], meta: str) -> str:
+    lines = [meta, ""]
+    for study in studies:
+        lines += [f"**{TITLES[study]}**", "", "| variant | seeds | IR->RGB Rank-1 | IR->RGB mAP | RGB->IR Rank-1 | RGB->IR mAP |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for v in STUDIES[study]:
+            if (study, v) not in summary:
+                continue
+            s = summary[(study, v)]
+            cells = [f"{s[f'{d}_{k}'][0]:.1f} ± {s[f'{d}_{k}'][1]:.1f}" for d, _ in DIRS for k in ("rank1", "mAP")]
+            lines.append(f"| {v} | {s['ir2rgb_mAP'][2]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("out/bench_accuracy"))
+    ap.add_argument("--data", type=Path, default=None, help="a HITSZ-VCM-layout dataset (default: generate OUT/synth)")
+    ap.add_argument("--ids", type=int, default=120, help="identities of the generated set")
+    ap.add_argument("--test-ids", type=int, default=40)
+    ap.add_argument("--studies", nargs="+", default=["table2", "length"], choices=list(STUDIES))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--budget", nargs="*", default=["train.epochs=6", "loss.warm_epochs=3"],
+                    help="overrides that fix the training budget of every run (default: 6 epochs of the demo recipe)")
+    ap.add_argument("--write-md", action="store_true", help="write the table and plot into BENCHMARKS.md / benchmarks/")
+    a = ap.parse_args()
+
+    data = a.data
+    if data is None:
+        from cmft.data.datasets.synthetic import SynthConfig, generate_synthetic
+
+        data = a.out / "synth"
+        cfg = SynthConfig(ids=a.ids, train_ids=a.ids - a.test_ids, seed=1)  # not the demo's seed-0 set
+        marker = data / "synth_config.json"
+        if not (marker.exists() and json.loads(marker.read_text()).get("complete")):
+            generate_synthetic(data, cfg)
+    rows = []
+    total = sum(len(STUDIES[s]) for s in a.studies) * a.seeds
+    for study in a.studies:
+        for variant in STUDIES[study]:
+            for seed in range(a.seeds):
+                row = run_one(data, a.out, study, variant, seed, a.budget)
+                rows.append(row)
+                print(f"[{len(rows)}/{total}] {study} / {variant} / seed {seed}: "
+                      f"IR->RGB {row['ir2rgb_rank1']:.1f} / {row['ir2rgb_mAP']:.1f}, RGB->IR {row['rgb2ir_rank1']:.1f} / "
+                      f"{row['rgb2ir_mAP']:.1f} ({row['seconds']:.0f} s)", file=sys.stderr, flush=True)
+    summary = summarise(rows)
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), platform.processor())
+    meta = (f"`python benchmarks/bench_accuracy.py --studies {' '.join(a.studies)} --seeds {a.seeds}` on {data} "
+            f"({a.ids - a.test_ids} train / {a.test_ids} test identities, near-infrared look, seed 1); budget {' '.join(a.budget)} "
+            f"of the demo recipe; {cpu}, {os.cpu_count()} cores; {datetime.date.today()}. Mean ± sd over seeds, percent.")
+    md = markdown(summary, a.studies, meta)
+    print(md)
+    if a.write_md:
+        png = Path(__file__).resolve().parent / "bench_accuracy.png"
+        plot(summary, a.studies, png)
+        write_section("bench_accuracy", "## Paper ablations on synthetic video (`benchmarks/bench_accuracy.py`)\n\n" + md
+                      + "\n![ablations](benchmarks/bench_accuracy.png)\n")
+
+
+if __name__ == "__main__":
+    main()
