@@ -35,6 +35,7 @@ from torch import nn
 
 from cmft.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cmft.data.types import Modality
+from cmft.models.heads import pool_level
 from cmft.models.temporal_shift import TemporalShift
 
 MEAN, STD = tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)
@@ -89,6 +90,7 @@ class EmbeddingHead(nn.Module):
         self.modality = modality
         self.stream = copy.deepcopy(getattr(model, modality))
         self.neck = copy.deepcopy(getattr(model, f"neck_{modality}"))
+        self.pool = copy.deepcopy(getattr(model, "pool", None))  # GeM, or None for the average
         self._clip = _ClipLength()
         for parent in list(self.stream.modules()):
             for name, child in list(parent.named_children()):
@@ -104,7 +106,7 @@ class EmbeddingHead(nn.Module):
         if clips.dim() != 5:
             raise ValueError(f"clips must be (B, T, 3, H, W), got shape {tuple(clips.shape)}")
         self._clip.t = clips.shape[1]
-        feat = self.stream.forward_levels(clips)[-1].mean(dim=(1, 3, 4))
+        feat = pool_level(self.stream.forward_levels(clips)[-1], self.pool)
         return F.normalize(self.neck(feat), dim=1)
 
 

@@ -108,17 +108,20 @@ class ResNetStream(nn.Module):
         for k in range(first, 4):
             setattr(self, f"layer{k + 1}", getattr(other, f"layer{k + 1}"))
 
-    def forward_levels(self, clips: torch.Tensor) -> list[torch.Tensor]:
-        b, t = clips.shape[:2]
+    def begin(self, clips: torch.Tensor) -> torch.Tensor:
+        """The stem on ``(B, T, 3, H, W)`` clips -> frames ``(B*T, C, h, w)`` (and every shift told T)."""
+        t = clips.shape[1]
         for m in self.modules():
             if isinstance(m, TemporalShift):
                 m.n_segment = t
-        x = self.stem(clips.flatten(0, 1))
-        out = []
-        for stage in self.stages():
-            x = stage(x)
-            out.append(x.view(b, t, *x.shape[1:]))
-        return out
+        return self.stem(clips.flatten(0, 1))
+
+    def level(self, x: torch.Tensor, b: int) -> torch.Tensor:
+        """Frames ``(B*T, C, h, w)`` of ``b`` clips as a level ``(B, T, C, h, w)``."""
+        return x.view(b, -1, *x.shape[1:])
+
+    def forward_levels(self, clips: torch.Tensor) -> list[torch.Tensor]:
+        return levels_of(self, clips)
 
 
 class SwinStream(nn.Module):
@@ -142,14 +145,48 @@ class SwinStream(nn.Module):
         for k in range(first, 4):
             self.stage_list[k] = other.stage_list[k]
 
+    def begin(self, clips: torch.Tensor) -> torch.Tensor:
+        """Patch embedding of ``(B, T, 3, H, W)`` clips -> ``(B, T', h, w, C)``."""
+        return self.pos_drop(self.patch_embed(clips.transpose(1, 2)))
+
+    def level(self, x: torch.Tensor, b: int) -> torch.Tensor:
+        """``(B, T', h, w, C)`` tokens as a level ``(B, T', C, h, w)`` (the last stage normalised)."""
+        y = self.norm(x) if x.shape[-1] == self.channels[-1] else x
+        return y.permute(0, 1, 4, 2, 3)
+
     def forward_levels(self, clips: torch.Tensor) -> list[torch.Tensor]:
-        x = self.pos_drop(self.patch_embed(clips.transpose(1, 2)))  # (B, T', h, w, C)
-        out = []
-        for i, stage in enumerate(self.stage_list):
-            x = stage(x)
-            y = self.norm(x) if i == len(self.stage_list) - 1 else x
-            out.append(y.permute(0, 1, 4, 2, 3))  # (B, T', C, h, w)
-        return out
+        return levels_of(self, clips)
+
+
+def levels_of(stream: nn.Module, clips: torch.Tensor) -> list[torch.Tensor]:
+    """A stream's four levels ``(B, T', C_k, h_k, w_k)`` for a clip batch."""
+    x, b, out = stream.begin(clips), clips.shape[0], []
+    for stage in stream.stages():
+        x = stage(x)
+        out.append(stream.level(x, b))
+    return out
+
+
+def joint_levels(rgb_stream: nn.Module, ir_stream: nn.Module, rgb: torch.Tensor, ir: torch.Tensor, first_shared: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Both streams' levels when stages ``first_shared``.. are one module: those stages run once on the
+    joint ``[RGB; IR]`` batch, so their BatchNorm normalises both modalities together in training exactly
+    as its running statistics will at test time (two separate passes would train each modality on its
+    own batch statistics and test it on a mix of both)."""
+    b = rgb.shape[0]
+    xr, xi = rgb_stream.begin(rgb), ir_stream.begin(ir)
+    out_r: list[torch.Tensor] = []
+    out_i: list[torch.Tensor] = []
+    for k, (sr, si) in enumerate(zip(rgb_stream.stages(), ir_stream.stages())):
+        if k < first_shared:
+            xr, xi = sr(xr), si(xi)
+        else:
+            if sr is not si:
+                raise ValueError(f"stage {k} is not shared by the two streams")
+            x = sr(torch.cat([xr, xi]))
+            xr, xi = x[: len(xr)], x[len(xr):]
+        out_r.append(rgb_stream.level(xr, b))
+        out_i.append(ir_stream.level(xi, b))
+    return out_r, out_i
 
 
 def build_stream(backbone: str, pretrained: Pretrained = None, fold_div: int = 8, last_stride: int = 1) -> nn.Module:

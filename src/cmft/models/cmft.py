@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cmft.data.types import Modality
-from cmft.models.backbones import Pretrained, build_stream
+from cmft.models.backbones import Pretrained, build_stream, joint_levels
 from cmft.models.fusion import SCORE_FUSIONS, build_fusion, fuse_scores
 from cmft.models.heads import POOLS, BNNeck, GeM, pool_level
 from cmft.models.heads import classifier as make_classifier
@@ -53,6 +53,7 @@ class CMFT(nn.Module):
         self.rgb = build_stream(backbone, pretrained, fold_div, last_stride)
         self.ir = build_stream(backbone, pretrained, fold_div, last_stride)
         self.load_report = self.rgb.load_report
+        self.share_from = share_from
         if share_from is not None:
             if share_from not in (2, 3, 4, 5):
                 raise ValueError(f"share_from must be a level 2..5 (paper Conv2..Conv5) or None, got {share_from}")
@@ -88,16 +89,20 @@ class CMFT(nn.Module):
             raise ValueError("give an RGB clip batch, an IR clip batch, or both (B, T, 3, H, W)")
         out: dict[str, torch.Tensor] = {}
         levels = {}
-        for name, clips, stream in (("rgb", rgb, self.rgb), ("ir", ir, self.ir)):
-            if clips is None:
-                continue
-            if clips.dim() != 5:
+        for name, clips in (("rgb", rgb), ("ir", ir)):
+            if clips is not None and clips.dim() != 5:
                 raise ValueError(f"{name} clips must be (B, T, 3, H, W), got shape {tuple(clips.shape)}")
-            levels[name] = stream.forward_levels(clips)
-            out[f"feat_{name}"] = pool_level(levels[name][-1], self.pool)
+        if rgb is not None and ir is not None and rgb.shape[:2] != ir.shape[:2]:
+            raise ValueError(f"paired clips need the same (B, T): RGB {tuple(rgb.shape[:2])} vs IR {tuple(ir.shape[:2])}")
+        if self.share_from is not None and rgb is not None and ir is not None:
+            levels["rgb"], levels["ir"] = joint_levels(self.rgb, self.ir, rgb, ir, self.share_from - 2)
+        else:
+            for name, clips, stream in (("rgb", rgb, self.rgb), ("ir", ir, self.ir)):
+                if clips is not None:
+                    levels[name] = stream.forward_levels(clips)
+        for name, lv in levels.items():
+            out[f"feat_{name}"] = pool_level(lv[-1], self.pool)
         if len(levels) == 2:
-            if rgb.shape[:2] != ir.shape[:2]:
-                raise ValueError(f"paired clips need the same (B, T): RGB {tuple(rgb.shape[:2])} vs IR {tuple(ir.shape[:2])}")
             if self.fusion is not None:
                 out["feat_fused"] = self.fusion(levels["rgb"], levels["ir"], keep_attention)
         return out
