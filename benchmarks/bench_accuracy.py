@@ -6,14 +6,18 @@ synthetic near-infrared set, for several seeds, and reports both directions' Ran
 so an interrupted benchmark resumes where it stopped; ``--write-md`` puts the table and a plot in
 BENCHMARKS.md.
 
-    python benchmarks/bench_accuracy.py --out out/bench_accuracy                     # everything, 3 seeds
-    python benchmarks/bench_accuracy.py --out out/bench_accuracy --studies table2 length --write-md
+    python benchmarks/bench_accuracy.py --out out/bench_accuracy                # Table 2 and tracklet length, 3 seeds
+    python benchmarks/bench_accuracy.py --studies table5 levers --seeds 3 --write-md
+
+A result is keyed by its study, variant, seed and a hash of everything else that decides it (data
+folder, budget, the variant's overrides), so a rerun with another budget never reuses old numbers.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -74,7 +78,9 @@ def run_one(data: Path, out: Path, study: str, variant: str, seed: int, budget: 
     from cmft.data.datasets.registry import load_dataset
     from cmft.engine.trainer import train
 
-    key = f"{study}__{variant.replace(' ', '_').replace('/', '_')}__s{seed}"
+    settings = json.dumps([str(Path(data).resolve()), budget, STUDIES[study][variant]])
+    digest = hashlib.sha1(settings.encode()).hexdigest()[:10]
+    key = f"{study}__{variant.replace(' ', '_').replace('/', '_').replace('=', '')}__s{seed}__{digest}"
     result_file = out / "results" / f"{key}.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
@@ -164,7 +170,8 @@ def main() -> None:
         data = a.out / "synth"
         cfg = SynthConfig(ids=a.ids, train_ids=a.ids - a.test_ids, seed=1)  # not the demo's seed-0 set
         marker = data / "synth_config.json"
-        if not (marker.exists() and json.loads(marker.read_text()).get("complete")):
+        saved = json.loads(marker.read_text()) if marker.exists() else {}
+        if not (saved.get("complete") and saved.get("config") == cfg.output_fields()):
             generate_synthetic(data, cfg)
     rows = []
     total = sum(len(STUDIES[s]) for s in a.studies) * a.seeds
@@ -177,9 +184,14 @@ def main() -> None:
                       f"IR->RGB {row['ir2rgb_rank1']:.1f} / {row['ir2rgb_mAP']:.1f}, RGB->IR {row['rgb2ir_rank1']:.1f} / "
                       f"{row['rgb2ir_mAP']:.1f} ({row['seconds']:.0f} s)", file=sys.stderr, flush=True)
     summary = summarise(rows)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), platform.processor())
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    what = (f"generated {a.ids - a.test_ids} train / {a.test_ids} test identities, near-infrared look, seed 1"
+            if a.data is None else "given data")
     meta = (f"`python benchmarks/bench_accuracy.py --studies {' '.join(a.studies)} --seeds {a.seeds}` on {data} "
-            f"({a.ids - a.test_ids} train / {a.test_ids} test identities, near-infrared look, seed 1); budget {' '.join(a.budget)} "
+            f"({what}); budget {' '.join(a.budget)} "
             f"of the demo recipe; {cpu}, {os.cpu_count()} cores; {datetime.date.today()}. Mean ± sd over seeds, percent.")
     md = markdown(summary, a.studies, meta)
     print(md)

@@ -9,6 +9,8 @@ import torch
 
 from cmft.config import LossConfig
 from cmft.data import ClipAugment, build_clip_transform
+from torchvision.transforms import v2
+
 from cmft.data.transforms import ChannelExchange
 from cmft.engine.trainer import identity_accuracies
 from cmft.evaluation.diagnostics import diagnose, modality_gap, same_modality_retrieval
@@ -20,27 +22,32 @@ from cmft.models import create_model
 from cmft.models.heads import GeM
 
 
-def _colour_clip(t: int = 4) -> torch.Tensor:
-    torch.manual_seed(1)
-    frame = torch.randint(0, 256, (1, 3, 24, 12), dtype=torch.uint8)
-    return frame.repeat(t, 1, 1, 1)
+def _unnormalise(clip: torch.Tensor) -> torch.Tensor:
+    return clip * torch.tensor([0.229, 0.224, 0.225])[:, None, None] + torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 
 
-@pytest.mark.parametrize("augment", [ClipAugment(gray_p=1.0), ClipAugment(channel_p=1.0)])
-def test_rgb_grey_levers_make_whole_clips_single_channel(augment: ClipAugment) -> None:
-    plain = ClipAugment(flip_p=0, pad=0, erase_p=0)
-    tf = build_clip_transform("rgb", True, 24, 12, ClipAugment(**{**plain.__dict__, "gray_p": augment.gray_p, "channel_p": augment.channel_p}))
-    for seed in range(5):
+def _grey_frames(clip: torch.Tensor) -> list[bool]:
+    raw = _unnormalise(clip)
+    return [bool(torch.allclose(f[0], f[1], atol=1e-5) and torch.allclose(f[1], f[2], atol=1e-5)) for f in raw]
+
+
+@pytest.mark.parametrize("lever", ["gray_p", "channel_p"])
+def test_rgb_grey_levers_act_on_whole_clips_and_rgb_only(lever: str) -> None:
+    plain = {"flip_p": 0.0, "pad": 0, "erase_p": 0.0}
+    tf = build_clip_transform("rgb", True, 24, 12, ClipAugment(**plain, **{lever: 0.5}))
+    clip = torch.randint(0, 256, (4, 3, 24, 12), dtype=torch.uint8)  # four different colour frames
+    kinds = []
+    for seed in range(40):
         torch.manual_seed(seed)
-        out = tf(_colour_clip())
-        raw = out * torch.tensor([0.229, 0.224, 0.225])[:, None, None] + torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-        assert torch.allclose(raw[:, 0], raw[:, 1], atol=1e-5) and torch.allclose(raw[:, 1], raw[:, 2], atol=1e-5)
-        assert torch.equal(out, out[:1].expand_as(out))  # every frame of the clip alike
-    # the IR transform never applies them, and p = 0 leaves colour alone
-    torch.manual_seed(0)
-    coloured = build_clip_transform("rgb", True, 24, 12, plain)(_colour_clip())
-    raw = coloured * torch.tensor([0.229, 0.224, 0.225])[:, None, None] + torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-    assert not torch.allclose(raw[:, 0], raw[:, 1], atol=1e-3)
+        grey = _grey_frames(tf(clip))
+        assert len(set(grey)) == 1, grey  # one draw per clip: all frames grey or none
+        kinds.append(grey[0])
+    assert 0 < sum(kinds) < 40  # p = 0.5 does both
+    # the IR transform never applies them (IR frames are grey already; jitter and blur stay)
+    ir = build_clip_transform("ir", True, 24, 12, ClipAugment(**plain, **{lever: 1.0}))
+    assert not any(isinstance(t, (v2.RandomGrayscale, ChannelExchange)) for t in ir.transforms)
+    with pytest.raises(ValueError, match=lever):
+        ClipAugment(**{lever: 1.5})
 
 
 def test_channel_exchange_draws_each_channel() -> None:
@@ -143,3 +150,31 @@ def test_diagnostics_tell_aligned_from_per_modality_models() -> None:
     assert set(same_modality_retrieval(_sets(True))) == {"rgb2rgb", "ir2ir"}
     gap = modality_gap(_sets(True))
     assert gap["rgb_pos"] > gap["rgb_neg"] and -1 <= gap["centroid_cos"] <= 1
+
+
+def test_shared_stages_run_jointly_in_training_and_agree_with_one_modality_at_test() -> None:
+    torch.manual_seed(0)
+    model = create_model("cmft_r18", num_classes=4, share_from=3, pool="gem")
+    rgb, ir = torch.randn(2, 3, 3, 64, 32), torch.randn(2, 3, 3, 64, 32)
+    shared_bn = model.rgb.layer2[0].bn1
+    assert model.ir.layer2 is model.rgb.layer2
+    model.train()
+    before = shared_bn.num_batches_tracked.item()
+    model(rgb=rgb, ir=ir)
+    assert shared_bn.num_batches_tracked.item() == before + 1  # one joint batch, not two passes
+    model.eval()
+    both = model.forward_features(rgb=rgb, ir=ir)
+    assert torch.allclose(both["feat_rgb"], model.forward_features(rgb=rgb)["feat_rgb"], atol=1e-5)
+    assert torch.allclose(both["feat_ir"], model.forward_features(ir=ir)["feat_ir"], atol=1e-5)
+
+
+def test_export_head_follows_gem_and_shared_stages() -> None:
+    from cmft.inference.export import EmbeddingHead
+
+    torch.manual_seed(0)
+    model = create_model("cmft_r18", num_classes=4, share_from=2, pool="gem").eval()
+    with torch.no_grad():
+        model.pool.p.fill_(4.0)  # a learned exponent the export must carry
+    x = torch.randn(2, 3, 3, 64, 32)
+    for m in ("rgb", "ir"):
+        assert torch.allclose(EmbeddingHead(model, m)(x), torch.nn.functional.normalize(model.embed(x, m), dim=1), atol=1e-5)

@@ -181,7 +181,7 @@ def test_what_each_modality_sees() -> None:
     )
 
     def frames(modality: str, **change: object) -> np.ndarray:
-        look = camera_look(0, 1, modality, 128, 64)
+        look = camera_look(0, 1, modality, 128, 64, "thermal")
         new = dataclasses.replace(ident, appearance=dataclasses.replace(app, **change))
         return render_tracklet(new, look, 12, make_rng(7, 1)).astype(np.float32)
 
@@ -205,7 +205,7 @@ def test_near_infrared_sees_luminance_never_hue() -> None:
     app = ident.appearance
     other = sample_appearance(make_rng(99, 0))
     look = camera_look(0, 1, "ir", 128, 64, "nir")
-    assert look.ir_look == "nir" and camera_look(0, 1, "ir", 128, 64).ir_look == "thermal"
+    assert look.ir_look == "nir" and camera_look(0, 1, "ir", 128, 64, "thermal").ir_look == "thermal"
 
     def frames(**change: object) -> np.ndarray:
         new = dataclasses.replace(ident, appearance=dataclasses.replace(app, **change))

@@ -206,6 +206,26 @@ def _same_synth(root: Path, config: Any) -> bool:
     return isinstance(saved, dict) and saved.get("complete") is True and saved.get("config") == config.output_fields()
 
 
+def _resumable_demo_run(run_dir: Path, cfg: Any, fresh_data: bool = False) -> bool:
+    """Whether ``run_dir`` holds a demo run of exactly this config to resume; a run of another recipe or
+    data (an older version, other overrides, regenerated data) is cleared so it cannot be scored as this one."""
+    import shutil
+
+    from cmft.engine.checkpoint import load_checkpoint
+
+    last = run_dir / "last.pt"
+    if not last.exists():
+        return False
+    try:
+        same = not fresh_data and load_checkpoint(last)["config"] == cfg.to_dict()
+    except (ValueError, KeyError, OSError):
+        same = False
+    if not same:
+        err.print(f"{run_dir} holds a run of another recipe or data: training afresh")
+        shutil.rmtree(run_dir)
+    return same
+
+
 class _TrainReporter:
     """Progress bar per epoch (loss parts, lr, clips/s) and one printed line per finished epoch."""
 
@@ -496,6 +516,7 @@ def demo(
     from cmft.models import GreyMotionDescriptor
 
     root = data or out / "synth"
+    fresh_data = False
     if data is None:
         from cmft.data.datasets.synthetic import SynthConfig, generate_synthetic
 
@@ -508,6 +529,7 @@ def demo(
         else:
             with _progress() as p:
                 generate_synthetic(root, synth_cfg, progress=_task_callback(p, "generating synthetic identities"))
+            fresh_data = True
     dataset = _load_data(root)
     _print_summary(dataset, f"hitsz_vcm: {root}")
     config_file = resources.files("cmft") / "configs" / "demo_cpu.yaml"
@@ -528,7 +550,7 @@ def demo(
     bests: dict[str, Path] = {}
     for name, vcfg in configs.items():
         run_dir = out / ("run" if name == "cmft" else f"run_{name}")
-        resume = (run_dir / "last.pt").exists()
+        resume = _resumable_demo_run(run_dir, vcfg, fresh_data)
         err.print(f"{'resuming' if resume else 'training'} {name} ({vcfg.model.name}, fusion {vcfg.model.args.get('fusion', 'ccf')}) in {run_dir}")
         _run_training(vcfg, run_dir, resume, dataset)
         bests[name] = run_dir / ("best.pt" if (run_dir / "best.pt").exists() else "last.pt")

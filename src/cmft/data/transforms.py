@@ -31,6 +31,12 @@ class ClipAugment:
     gray_p: float = 0.0  # RGB only: the clip turned grey (DEEN, M3-ReID use 0.5), bridging to IR's single channel
     channel_p: float = 0.0  # RGB only: one random colour channel copied to all three (CAJL's channel exchange)
 
+    def __post_init__(self) -> None:
+        for name in ("flip_p", "erase_p", "ir_blur_p", "gray_p", "channel_p"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} (data.{name} for the RGB levers) must be a probability in [0, 1], got {v}")
+
 
 class ChannelExchange(torch.nn.Module):
     """With probability ``p``, replace a clip's three channels by one of them drawn at random (once per clip).

@@ -22,12 +22,15 @@ from cmft.evaluation.retrieval import Embeddings, score_directions
 def same_modality_retrieval(sets: dict[str, Embeddings]) -> dict[str, dict]:
     """``{"rgb2rgb": metrics, "ir2ir": metrics}``: each tracklet queries the others of its modality.
 
-    Under the HITSZ-VCM rule (same identity in the same camera removed, which also removes the
-    query itself) a hit must come from another camera, so this measures identity, not scene.
+    Always under the HITSZ-VCM rule (same identity in the same camera removed, which also removes
+    the query itself), whatever the dataset: a hit must come from another camera, so this measures
+    identity, not scene. A modality seen by one camera only (RegDB) has no such query and is left out.
     """
     out = {}
     for m in ("rgb", "ir"):
         e = sets[m]
+        if len(np.unique(e.camids)) < 2:
+            continue
         out[f"{m}2{m}"] = evaluate_features(e.feats, e.feats, e.pids, e.pids, e.camids, e.camids, protocol="hitsz_vcm")
     return out
 
@@ -74,6 +77,3 @@ def diagnose(sets: dict[str, Embeddings], protocol: str = "hitsz_vcm") -> dict[s
     }
 
 
-def chance_levels(pids: np.ndarray) -> dict[str, float]:
-    """Rank-1 chance in percent for a gallery with these identities (one over their number)."""
-    return {"rank1": 100.0 / max(len(np.unique(pids)), 1)}

@@ -67,6 +67,8 @@ class CMFT(nn.Module):
         )
         if pool not in POOLS:
             raise ValueError(f"unknown pool {pool!r}; choose one of {POOLS}")
+        if pool == "gem" and backbone == "swin3d_s":
+            raise ValueError("pool='gem' needs non-negative features (ResNet streams); swin3d_s ends in a LayerNorm")
         self.pool = GeM() if pool == "gem" else None  # one pooling for both streams
         self.neck_rgb, self.neck_ir = BNNeck(self.dim), BNNeck(self.dim)
         # shared: both modalities in one identity space
@@ -84,7 +86,9 @@ class CMFT(nn.Module):
     def forward_features(
         self, rgb: torch.Tensor | None = None, ir: torch.Tensor | None = None, keep_attention: bool = False
     ) -> dict[str, torch.Tensor]:
-        """Pooled stream features ``feat_rgb``/``feat_ir`` (mean over T x h x w) and, for a pair, ``feat_fused``."""
+        """Pooled stream features ``feat_rgb``/``feat_ir`` (mean or GeM over T x h x w) and, for a pair, ``feat_fused``.
+
+        With shared stages and both modalities, the shared stages run once on the joint batch."""
         if rgb is None and ir is None:
             raise ValueError("give an RGB clip batch, an IR clip batch, or both (B, T, 3, H, W)")
         out: dict[str, torch.Tensor] = {}

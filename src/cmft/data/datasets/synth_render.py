@@ -98,7 +98,8 @@ class NearInfrared:
 
     A garment colour ``c`` shows with brightness ``luminance(c) * gain + offset`` (dyes reflect NIR
     differently from visible light, so the match is partial); skin and hair are brighter than in
-    the visible (skin reflects NIR strongly whatever its tone, dark hair turns grey).
+    the visible (skin reflects NIR strongly, dark skin only a little less than light skin; dark hair
+    turns grey).
     """
 
     upper: tuple[float, float]  # (gain, offset) of the upper garment's base colour
@@ -282,7 +283,7 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.n
 
 
 @lru_cache(maxsize=64)
-def camera_look(seed: int, cam: int, modality: str, height: int, width: int, ir_look: str = "thermal") -> CameraLook:
+def camera_look(seed: int, cam: int, modality: str, height: int, width: int, ir_look: str = "nir") -> CameraLook:
     """The scene of camera ``cam``: its layout is shared by both modes, its look is per modality.
 
     ``ir_look`` (IR only): ``thermal`` scenes hold relative temperatures, ``nir`` scenes NIR
