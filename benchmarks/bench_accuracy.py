@@ -9,8 +9,9 @@ BENCHMARKS.md.
     python benchmarks/bench_accuracy.py --out out/bench_accuracy                # Table 2 and tracklet length, 3 seeds
     python benchmarks/bench_accuracy.py --studies table5 levers --seeds 3 --write-md
 
-A result is keyed by its study, variant, seed and a hash of everything else that decides it (data
-folder, budget, the variant's overrides), so a rerun with another budget never reuses old numbers.
+A result is keyed by its study, variant, seed and a hash of everything else that decides it (the
+data: a synthetic set's config, else its folder; the budget; the variant's overrides), so a rerun
+with another budget never reuses old numbers, and a moved output folder still resumes.
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ def run_one(data: Path, out: Path, study: str, variant: str, seed: int, budget: 
     from cmft.data.datasets.registry import load_dataset
     from cmft.engine.trainer import train
 
-    settings = json.dumps([str(Path(data).resolve()), budget, STUDIES[study][variant]])
+    marker = Path(data) / "synth_config.json"  # a synthetic set is named by its config, so the key survives a move
+    data_id = json.loads(marker.read_text()).get("config") if marker.exists() else str(Path(data).resolve())
+    settings = json.dumps([data_id, budget, STUDIES[study][variant]], sort_keys=True)
     digest = hashlib.sha1(settings.encode()).hexdigest()[:10]
     key = f"{study}__{variant.replace(' ', '_').replace('/', '_').replace('=', '')}__s{seed}__{digest}"
     result_file = out / "results" / f"{key}.json"
