@@ -67,14 +67,9 @@ TITLES = {"table2": "Paper Table 2: fusion", "length": "Tracklet length (frames 
 DIRS = (("ir2rgb", "IR->RGB"), ("rgb2ir", "RGB->IR"))
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def run_one(data: Path, out: Path, study: str, variant: str, seed: int, budget: list[str]) -> dict:
     """Train and evaluate one (variant, seed) unless its result file exists; returns the result."""
+    from cmft.atomic import write_text_atomic
     from cmft.config import load_config
     from cmft.data.datasets.registry import load_dataset
     from cmft.engine.trainer import train
@@ -97,7 +92,7 @@ def run_one(data: Path, out: Path, study: str, variant: str, seed: int, budget: 
     row = {"study": study, "variant": variant, "seed": seed, "seconds": time.perf_counter() - t0,
            **{f"{d}_{k}": 100 * float(last[d]["cmc"][0] if k == "rank1" else last[d][k]) for d, _ in DIRS for k in ("rank1", "mAP")}}
     result_file.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(result_file, row)
+    write_text_atomic(result_file, json.dumps(row, indent=2))
     shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints of finished runs are not kept (hundreds of MB each)
     return row
 

@@ -49,12 +49,9 @@ def modality_gap(sets: dict[str, Embeddings]) -> dict[str, float]:
 
     def means(a: torch.Tensor, b: torch.Tensor, pa: torch.Tensor, pb: torch.Tensor, exclude_self: bool) -> tuple[float, float]:
         s = a @ b.t()
-        same = pa[:, None] == pb[None, :]
+        same, diff = pa[:, None] == pb[None, :], pa[:, None] != pb[None, :]
         if exclude_self:
-            same = same & ~torch.eye(len(pa), dtype=torch.bool)
-            diff = (pa[:, None] != pb[None, :])
-        else:
-            diff = ~same
+            same &= ~torch.eye(len(pa), dtype=torch.bool)
         return float(s[same].mean()) if same.any() else float("nan"), float(s[diff].mean()) if diff.any() else float("nan")
 
     out: dict[str, float] = {}

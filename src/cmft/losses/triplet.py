@@ -20,7 +20,11 @@ def batch_hard_triplet(feats: torch.Tensor, labels: torch.Tensor, margin: float 
     same = labels[:, None] == labels[None, :]
     if bool(same.all()):
         raise ValueError("batch-hard triplet needs at least two identities in the batch")
-    d = euclidean_dist(feats, feats)
+    return _hardest_triplets(euclidean_dist(feats, feats), same, margin)
+
+
+def _hardest_triplets(d: torch.Tensor, same: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean over anchors (rows of ``d``) of the hinge on the farthest positive and the nearest negative column."""
     hardest_pos = d.masked_fill(~same, float("-inf")).amax(1)
     hardest_neg = d.masked_fill(same, float("inf")).amin(1)
     return F.relu(hardest_pos - hardest_neg + margin).mean()
@@ -49,9 +53,4 @@ def cross_modal_triplet(rgb: torch.Tensor, ir: torch.Tensor, labels: torch.Tenso
     if bool(same.all()):
         raise ValueError("the cross-modal triplet needs at least two identities in the batch")
     d = euclidean_dist(rgb, ir)  # (RGB anchors, IR items); its transpose serves the IR anchors
-    loss = rgb.new_zeros(())
-    for dist in (d, d.t()):
-        hardest_pos = dist.masked_fill(~same, float("-inf")).amax(1)
-        hardest_neg = dist.masked_fill(same, float("inf")).amin(1)
-        loss = loss + F.relu(hardest_pos - hardest_neg + margin).mean()
-    return loss / 2
+    return (_hardest_triplets(d, same, margin) + _hardest_triplets(d.t(), same, margin)) / 2
