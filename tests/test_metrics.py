@@ -11,15 +11,14 @@ import torch
 
 from cmft.evaluation import cosine_distance, evaluate, evaluate_features, per_query_metrics
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+from conftest import GOLDEN  # noqa: E402
 CASE = "eval_case1_mixedcams_continuous"
 
 
 @pytest.fixture(scope="module")
 def case() -> tuple[dict[str, np.ndarray], dict]:
     npz, js = GOLDEN / f"{CASE}.npz", GOLDEN / f"{CASE}.json"
-    if not (npz.is_file() and js.is_file()):
-        pytest.skip(f"golden evaluation case not found at {npz} (it lives in ../shared/golden beside the checkout)")
+    assert npz.is_file() and js.is_file(), f"golden evaluation case missing from the checkout: {npz}"
     with np.load(npz) as z:
         arrays = {k: z[k] for k in z.files}
     return arrays, json.loads(js.read_text())["results"]
