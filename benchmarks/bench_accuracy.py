@@ -173,9 +173,10 @@ def main() -> None:
             generate_synthetic(data, cfg)
     rows = []
     total = sum(len(STUDIES[s]) for s in a.studies) * a.seeds
-    for study in a.studies:
-        for variant in STUDIES[study]:
-            for seed in range(a.seeds):
+    # seed-major order: a benchmark stopped part-way has every variant at the same number of seeds
+    for seed in range(a.seeds):
+        for study in a.studies:
+            for variant in STUDIES[study]:
                 row = run_one(data, a.out, study, variant, seed, a.budget)
                 rows.append(row)
                 print(f"[{len(rows)}/{total}] {study} / {variant} / seed {seed}: "

@@ -112,3 +112,14 @@ def test_distributed_training_under_torchrun(vcm4: Path, tmp_path: Path) -> None
     ckpt = load_checkpoint(run / "last.pt")
     assert ckpt["epoch"] == 1 and ckpt["history"][-1]["eval"]["ir2rgb"]["num_valid_queries"] == 3
     assert proc.stdout.count("done: 2 epochs") == 1  # only rank 0 reports
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_is_plain_momentum_unless_asked(nesterov: bool) -> None:
+    """The paper trains with SGD + momentum; Nesterov's variant is an explicit option (default off)."""
+    from cmft.config import OptimConfig
+    from cmft.engine.optim import build_optimizer
+
+    kwargs = {"nesterov": True} if nesterov else {}
+    opt = build_optimizer(torch.nn.Linear(4, 2), OptimConfig(name="sgd", **kwargs))
+    assert all(g["nesterov"] is nesterov and g["momentum"] == 0.9 for g in opt.param_groups)

@@ -84,13 +84,26 @@ def test_ccf_gate_starts_as_identity() -> None:
     torch.manual_seed(0)
     block = CCF(in_dim=16, dim=8, prev_dim=12, branches=2, heads=2)
     zr, zi = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
-    a = block(zr, zi, torch.randn(2, 5, 12))
-    b = block(zr, zi, torch.randn(2, 5, 12))
+    a, _ = block(zr, zi, torch.randn(2, 5, 12))
+    b, _ = block(zr, zi, torch.randn(2, 5, 12))
     torch.testing.assert_close(a, b)
     torch.nn.init.normal_(block.gate.weight)
-    assert not torch.allclose(block(zr, zi, torch.randn(2, 5, 12)), a)
+    assert not torch.allclose(block(zr, zi, torch.randn(2, 5, 12))[0], a)
     with pytest.raises(ValueError, match="previous level"):
         block(zr, zi)
+
+
+def test_ccf_returns_attention_and_keeps_no_tensor() -> None:
+    """The attention weights come back to the caller; nothing of a forward pass stays on the module."""
+    model = create_model("cmft_r18", start=5, branches=2, num_classes=5).train()
+    rgb, ir = torch.randn(2, 2, 3, 64, 32), torch.randn(2, 2, 3, 64, 32)
+    attention: dict[str, torch.Tensor] = {}
+    model.forward_features(rgb=rgb, ir=ir, attention=attention)
+    assert sorted(attention) == ["conv5", "conv6"]
+    torch.testing.assert_close(attention["conv6"].sum(-1), torch.ones(2, 2))  # rows are distributions over IR tokens
+    model.forward_features(rgb=rgb, ir=ir)
+    for block in model.fusion.blocks.values():
+        assert not any(isinstance(v, torch.Tensor) for v in vars(block).values())
 
 
 @pytest.mark.parametrize("start", [2, 3, 4, 5, 6])

@@ -69,6 +69,7 @@ class OptimConfig:
     lr: float = 0.01  # for the new layers; the pretrained backbone gets lr * backbone_lr_mult
     backbone_lr_mult: float = 0.1
     momentum: float = 0.9
+    nesterov: bool = False  # the paper says SGD with momentum; Nesterov's variant is an option
     weight_decay: float = 5e-4
     schedule: str = "step"  # or cosine
     milestones: list[int] = field(default_factory=lambda: [16, 22])

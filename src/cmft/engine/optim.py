@@ -36,7 +36,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     """SGD with momentum (the paper) or AdamW."""
     groups = param_groups(model, cfg)
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
     raise ValueError(f"optim.name must be 'sgd' or 'adamw', got {cfg.name!r}")

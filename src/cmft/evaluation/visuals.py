@@ -80,12 +80,12 @@ def cross_attention_maps(model: torch.nn.Module, rgb: torch.Tensor, ir: torch.Te
         raise ValueError("this model has no CCF cross-attention fusion (a fusion baseline or a single stream)")
     was = model.training
     model.eval()
+    attention: dict[str, torch.Tensor] = {}
     try:
-        model.forward_features(rgb=rgb, ir=ir, keep_attention=True)
+        model.forward_features(rgb=rgb, ir=ir, attention=attention)
     finally:
         model.train(was)
-    return {name: block.last_attention[0].float().cpu() for name, block in fusion.blocks.items()
-            if block.last_attention is not None}
+    return {name: weights[0].float().cpu() for name, weights in attention.items() if weights is not None}
 
 
 def test_clip(paths: Sequence[str], seq_len: int, height: int, width: int) -> torch.Tensor:

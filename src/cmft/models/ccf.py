@@ -57,21 +57,21 @@ class CCF(nn.Module):
         self.out_dim = dim * branches
         self.fc = nn.Linear(self.out_dim, self.out_dim)
         self.norm = nn.LayerNorm(self.out_dim)
-        self.last_attention: torch.Tensor | None = None
 
     def forward(
-        self, z_rgb: torch.Tensor, z_ir: torch.Tensor, prev: torch.Tensor | None = None, keep_attention: bool = False
-    ) -> torch.Tensor:
-        """``(B, N, in_dim)`` tokens of each stream (+ previous fused tokens on this grid) -> ``(B, N, out_dim)``."""
+        self, z_rgb: torch.Tensor, z_ir: torch.Tensor, prev: torch.Tensor | None = None, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(B, N, in_dim)`` tokens of each stream (+ previous fused tokens on this grid) -> ``(B, N, out_dim)``
+        fused tokens, and the head-averaged RGB->IR attention ``(B, N, N)`` when ``need_weights`` (else ``None``)."""
         zr, zi = self.proj_rgb(z_rgb), self.proj_ir(z_ir)
         if self.gate is not None:
             if prev is None:
                 raise ValueError("this CCF follows another level: pass the previous level's fused tokens")
             g = 2 * torch.sigmoid(self.gate(prev))
             zr, zi = zr * g, zi * g
-        z_ri, self.last_attention = self.rgb_to_ir(zr, zi, need_weights=keep_attention)
+        z_ri, weights = self.rgb_to_ir(zr, zi, need_weights=need_weights)
         z = z_ri if self.ir_to_rgb is None else torch.cat([z_ri, self.ir_to_rgb(zi, zr)[0]], dim=-1)
-        return self.norm(self.fc(z) + z)
+        return self.norm(self.fc(z) + z), weights
 
 
 def spatial_tokens(x: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -97,7 +97,10 @@ def resample_tokens(z: torch.Tensor, t: int, src: tuple[int, int] | None, dst: t
 
 
 class CMFTCascade(nn.Module):
-    """CCFs at levels ``start``..6; returns the fused clip embedding (temporal mean of the Conv6 tokens)."""
+    """CCFs at levels ``start``..6; returns the fused clip embedding (temporal mean of the Conv6 tokens).
+
+    Pass a dict as ``attention`` to receive each level's RGB->IR attention (``{"conv5": (B, N, N), ...}``);
+    the weights are returned, never kept on the module, so no graph outlives a training step."""
 
     def __init__(
         self,
@@ -123,7 +126,9 @@ class CMFTCascade(nn.Module):
         self.blocks = nn.ModuleDict(blocks)
         self.out_dim = prev
 
-    def forward(self, levels_rgb: list[torch.Tensor], levels_ir: list[torch.Tensor], keep_attention: bool = False) -> torch.Tensor:
+    def forward(
+        self, levels_rgb: list[torch.Tensor], levels_ir: list[torch.Tensor], attention: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         t = levels_rgb[-1].shape[1]
         fused, grid = None, None
         for level in range(self.start, 7):
@@ -136,5 +141,8 @@ class CMFTCascade(nn.Module):
             else:
                 zr, zi, new_grid = levels_rgb[-1].mean(dim=(3, 4)), levels_ir[-1].mean(dim=(3, 4)), None
             prev = None if fused is None else resample_tokens(fused, t, grid, new_grid)
-            fused, grid = block(zr, zi, prev, keep_attention), new_grid
+            fused, weights = block(zr, zi, prev, need_weights=attention is not None)
+            grid = new_grid
+            if attention is not None:
+                attention[f"conv{level}"] = weights
         return fused.mean(dim=1)

@@ -16,7 +16,6 @@ from cmft.models.backbones import Pretrained, build_stream, joint_levels
 from cmft.models.fusion import SCORE_FUSIONS, build_fusion, fuse_scores
 from cmft.models.heads import POOLS, BNNeck, GeM, pool_level
 from cmft.models.heads import classifier as make_classifier
-from cmft.models.temporal_shift import TemporalShift
 
 
 class CMFT(nn.Module):
@@ -77,18 +76,13 @@ class CMFT(nn.Module):
             self.neck_fused = BNNeck(self.fusion.out_dim)
             self.classifier_fused = make_classifier(self.fusion.out_dim, num_classes, classifier, cosine_scale)
 
-    def set_clip_length(self, t: int) -> None:
-        """Tell every temporal shift the clip length (done by each forward)."""
-        for m in self.modules():
-            if isinstance(m, TemporalShift):
-                m.n_segment = t
-
     def forward_features(
-        self, rgb: torch.Tensor | None = None, ir: torch.Tensor | None = None, keep_attention: bool = False
+        self, rgb: torch.Tensor | None = None, ir: torch.Tensor | None = None, attention: dict[str, torch.Tensor] | None = None
     ) -> dict[str, torch.Tensor]:
         """Pooled stream features ``feat_rgb``/``feat_ir`` (mean or GeM over T x h x w) and, for a pair, ``feat_fused``.
 
-        With shared stages and both modalities, the shared stages run once on the joint batch."""
+        With shared stages and both modalities, the shared stages run once on the joint batch. A dict passed
+        as ``attention`` receives the CCF levels' cross-attention weights of a pair."""
         if rgb is None and ir is None:
             raise ValueError("give an RGB clip batch, an IR clip batch, or both (B, T, 3, H, W)")
         out: dict[str, torch.Tensor] = {}
@@ -108,7 +102,7 @@ class CMFT(nn.Module):
             out[f"feat_{name}"] = pool_level(lv[-1], self.pool)
         if len(levels) == 2:
             if self.fusion is not None:
-                out["feat_fused"] = self.fusion(levels["rgb"], levels["ir"], keep_attention)
+                out["feat_fused"] = self.fusion(levels["rgb"], levels["ir"], attention)
         return out
 
     def forward_head(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | torch.Tensor:

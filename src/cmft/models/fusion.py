@@ -32,7 +32,9 @@ class ConcatFusion(nn.Module):
         self.fc = nn.Linear(2 * dim, dim)
         self.out_dim = dim
 
-    def forward(self, levels_rgb: list[torch.Tensor], levels_ir: list[torch.Tensor], keep_attention: bool = False) -> torch.Tensor:
+    def forward(
+        self, levels_rgb: list[torch.Tensor], levels_ir: list[torch.Tensor], attention: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         f = [lv[-1].mean(dim=(1, 3, 4)) for lv in (levels_rgb, levels_ir)]
         return self.fc(torch.cat(f, dim=1))
 
