@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from cmft.cli import app
 from cmft.engine.checkpoint import model_from_checkpoint
-from cmft.inference.export import (MEAN, STD, ExportShift, _ClipLength, export_onnx, export_torchscript, random_clips,
+from cmft.inference.export import (MEAN, STD, export_onnx, export_torchscript, random_clips,
                                    verify_onnx, verify_torchscript)
 from cmft.models.temporal_shift import TemporalShift, temporal_shift
 
@@ -47,14 +47,18 @@ def onnx_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
     return out.parent, r.output
 
 
-def test_export_shift_is_the_temporal_shift() -> None:
+def test_temporal_shift_equals_the_in_place_reference() -> None:
+    """The export-friendly shift (slices, pad, cat) gives the official in-place code's values bit for bit."""
     torch.manual_seed(0)
     for t, c in ((1, 16), (2, 16), (4, 16), (3, 20), (3, 4)):  # (3, 4): fold 0, nothing shifted
         x = torch.randn(2 * t, c, 3, 2)
-        clip = _ClipLength()
-        clip.t = t
-        got = ExportShift(TemporalShift(torch.nn.Identity(), fold_div=8), clip)(x)
-        assert torch.equal(got, temporal_shift(x, t, 8)), (t, c)
+        x5, fold = x.view(2, t, c, 3, 2), c // 8
+        ref = torch.zeros_like(x5)
+        ref[:, :-1, :fold] = x5[:, 1:, :fold]
+        ref[:, 1:, fold:2 * fold] = x5[:, :-1, fold:2 * fold]
+        ref[:, :, 2 * fold:] = x5[:, :, 2 * fold:]
+        assert torch.equal(temporal_shift(x, t, 8), ref.view_as(x)), (t, c)
+        assert torch.equal(TemporalShift(torch.nn.Identity(), n_segment=t, fold_div=8)(x), ref.view_as(x))
 
 
 @pytest.mark.parametrize("modality", ["rgb", "ir"])

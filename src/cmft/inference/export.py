@@ -10,9 +10,9 @@ Input contract of every exported file (and of :class:`EmbeddingHead`):
   stream of the chosen modality followed by its BN neck, the embedding evaluation ranks with.
 
 ONNX files come from ``torch.onnx.export(..., dynamo=True)`` (``torch.export`` + onnxscript), with ``B`` and
-``T`` as ``torch.export.Dim`` dynamic dimensions. For that the head swaps each temporal shift for
-:class:`ExportShift`, the same computation written with slices, padding and a concatenation (no in-place
-slice assignment): the exported graph reshapes by the symbolic clip length, not the one of the example.
+``T`` as ``torch.export.Dim`` dynamic dimensions; the model's own temporal shift
+(:func:`~cmft.models.temporal_shift.temporal_shift`, free of in-place slice assignment) exports as it is,
+and the graph reshapes by the symbolic clip length, not the one of the example.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from torch import nn
 from cmft.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cmft.data.types import Modality
 from cmft.models.heads import pool_level
-from cmft.models.temporal_shift import TemporalShift
 
 MEAN, STD = tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)
 INPUT_NAME, OUTPUT_NAME = "clips", "embedding"
@@ -51,34 +50,11 @@ class ExportError(RuntimeError):
     """The export itself failed (the exporter's message is kept)."""
 
 
-class _ClipLength:
-    """The clip length of the batch in flight, shared by the shifts of one head (symbolic while exporting)."""
-
-    t: Any = 1
-
-
-class ExportShift(nn.Module):
-    """:class:`~cmft.models.temporal_shift.TemporalShift` for export: same result, written without in-place
-    slice assignment, reading the clip length the head set from its input's shape."""
-
-    def __init__(self, shift: TemporalShift, clip: _ClipLength) -> None:
-        super().__init__()
-        self.net, self.fold_div, self._clip = shift.net, shift.fold_div, clip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nt, c, h, w = x.shape
-        x5 = x.reshape(-1, self._clip.t, c, h, w)
-        fold = int(c) // self.fold_div  # channels are static
-        ahead = F.pad(x5[:, 1:, :fold], (0, 0, 0, 0, 0, 0, 0, 1))  # frame t+1; the last frame gets zeros
-        behind = F.pad(x5[:, :-1, fold:2 * fold], (0, 0, 0, 0, 0, 0, 1, 0))  # frame t-1; the first gets zeros
-        return self.net(torch.cat([ahead, behind, x5[:, :, 2 * fold:]], dim=2).reshape(x.shape))
-
-
 class EmbeddingHead(nn.Module):
     """One modality of a CMFT model as ``clips -> L2-normalised embedding`` (the contract of this module's doc).
 
-    Holds a copy of the modality's stream (temporal shifts swapped for :class:`ExportShift`) and its BN neck;
-    the model passed in is not changed. Always in eval mode.
+    Holds a copy of the modality's stream and its BN neck; the model passed in is not changed. Always in
+    eval mode. The stream's own temporal shift exports as it is (it reshapes by the symbolic clip length).
     """
 
     def __init__(self, model: nn.Module, modality: Modality) -> None:
@@ -91,11 +67,6 @@ class EmbeddingHead(nn.Module):
         self.stream = copy.deepcopy(getattr(model, modality))
         self.neck = copy.deepcopy(getattr(model, f"neck_{modality}"))
         self.pool = copy.deepcopy(getattr(model, "pool", None))  # GeM, or None for the average
-        self._clip = _ClipLength()
-        for parent in list(self.stream.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, TemporalShift):
-                    setattr(parent, name, ExportShift(child, self._clip))
         self.dim = int(self.neck.bn.num_features)
         self.eval()
 
@@ -105,7 +76,6 @@ class EmbeddingHead(nn.Module):
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         if clips.dim() != 5:
             raise ValueError(f"clips must be (B, T, 3, H, W), got shape {tuple(clips.shape)}")
-        self._clip.t = clips.shape[1]
         feat = pool_level(self.stream.forward_levels(clips)[-1], self.pool)
         return F.normalize(self.neck(feat), dim=1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -10,18 +11,18 @@ def temporal_shift(x: torch.Tensor, n_segment: int, fold_div: int = 8) -> torch.
     """Shift channels along time for ``x`` of shape ``(n * T, C, H, W)`` (frames of a clip adjacent).
 
     With ``fold = C // fold_div``: channels ``[0, fold)`` take frame t+1 (the last frame gets zeros),
-    ``[fold, 2 fold)`` take frame t-1 (the first gets zeros), the rest are unchanged.
+    ``[fold, 2 fold)`` take frame t-1 (the first gets zeros), the rest are unchanged. Written with
+    slices, padding and one concatenation (no in-place slice assignment), so ``torch.export`` / ONNX
+    trace it with a symbolic clip length ``n_segment``; the values are those of the official code.
     """
     nt, c, h, w = x.shape
-    if nt % n_segment:
+    if isinstance(n_segment, int) and isinstance(nt, int) and nt % n_segment:
         raise ValueError(f"temporal_shift: {nt} frames are not a multiple of n_segment={n_segment}")
-    x = x.view(nt // n_segment, n_segment, c, h, w)
-    fold = c // fold_div
-    out = torch.zeros_like(x)
-    out[:, :-1, :fold] = x[:, 1:, :fold]
-    out[:, 1:, fold : 2 * fold] = x[:, :-1, fold : 2 * fold]
-    out[:, :, 2 * fold :] = x[:, :, 2 * fold :]
-    return out.view(nt, c, h, w)
+    x5 = x.reshape(-1, n_segment, c, h, w)
+    fold = int(c) // fold_div  # channels are static
+    ahead = F.pad(x5[:, 1:, :fold], (0, 0, 0, 0, 0, 0, 0, 1))  # frame t+1; the last frame gets zeros
+    behind = F.pad(x5[:, :-1, fold : 2 * fold], (0, 0, 0, 0, 0, 0, 1, 0))  # frame t-1; the first gets zeros
+    return torch.cat([ahead, behind, x5[:, :, 2 * fold :]], dim=2).reshape(x.shape)
 
 
 class TemporalShift(nn.Module):
