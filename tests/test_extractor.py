@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from cmft.data import load_hitsz_vcm
+from cmft.data.preprocess import normalize_clips
 from cmft.engine.checkpoint import model_from_checkpoint
 from cmft.evaluation.retrieval import ClipSpec, extract_embeddings
 from cmft.inference import Extractor, frame_paths
@@ -64,3 +65,25 @@ def test_extractor_errors(tiny_checkpoint: Path, tmp_path: Path) -> None:
         ex(tmp_path / "empty", "rgb")
     with pytest.raises(FileNotFoundError):
         Extractor(tmp_path / "missing.pt")
+
+
+def test_tracker_crop_is_a_still_clip_of_the_model_length(tiny_checkpoint: Path) -> None:
+    """The tracker's appearance model embeds a crop as the model's own T-frame clip of it (the crop repeated T
+    times), never as a one-frame clip whose temporal shift would zero channels the model never saw zeroed."""
+    from cmft.tracking.appearance import CMFTEmbedder
+
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 255, (120, 90, 3), dtype=np.uint8)  # BGR, as OpenCV decodes
+    boxes = np.array([[10, 5, 42, 69], [50, 40, 82, 104]], np.float64)  # 32 x 64: the model's size, no resampling
+    emb = CMFTEmbedder(tiny_checkpoint, "ir", device="cpu")
+    got = emb(frame, boxes)
+    ex = emb.extractor
+    assert ex.seq_len == 3
+    model = model_from_checkpoint(tiny_checkpoint)
+    for row, (x1, y1, x2, y2) in zip(got, boxes.astype(int)):
+        crop = torch.from_numpy(np.ascontiguousarray(frame[y1:y2, x1:x2, ::-1])).permute(2, 0, 1)  # RGB (3, 64, 32)
+        still = crop.unsqueeze(0).repeat(ex.seq_len, 1, 1, 1)  # the model's T-frame clip of the crop
+        ref = torch.nn.functional.normalize(model.embed(normalize_clips(still).unsqueeze(0), "ir"), dim=1)[0]
+        assert np.allclose(row, ref.numpy(), atol=1e-5)
+        one_frame = torch.nn.functional.normalize(model.embed(normalize_clips(crop[None]).unsqueeze(0), "ir"), dim=1)[0]
+        assert not np.allclose(row, one_frame.numpy(), atol=1e-3)  # what a T = 1 clip would have given

@@ -1,10 +1,11 @@
-"""Data: tracklets, dataset readers, frame sampling, the cross-modal sampler, clip transforms, loaders."""
+"""Data: tracklets, dataset readers, frame sampling, preprocessing, the cross-modal sampler, clip transforms, loaders."""
 
 from cmft.data.datasets.hitsz_vcm import DatasetFormatError, decode_frame_name, load_hitsz_vcm
 from cmft.data.datasets.regdb import load_regdb
 from cmft.data.datasets.registry import DATASETS, detect_dataset, load_dataset
 from cmft.data.datasets.sysu_mm01 import load_sysu_mm01, sysu_gallery, sysu_query
-from cmft.data.loader import ClipDataset, CrossModalPairDataset, build_test_loader, build_train_loader, read_frames
+from cmft.data.loader import ClipDataset, CrossModalPairDataset, build_test_loader, build_train_loader
+from cmft.data.preprocess import frames_to_clip, model_input, normalize_clips, read_frames
 from cmft.data.samplers import CrossModalIdentitySampler
 from cmft.data.sampling import frame_pools, sample_frame_indices
 from cmft.data.summary import dataset_summary, split_counts
@@ -16,5 +17,5 @@ __all__ = [
     "DIRECTIONS", "MODALITIES", "ClipAugment", "ClipDataset", "CrossModalIdentitySampler", "CrossModalPairDataset",
     "DatasetFormatError", "Direction", "Modality", "Tracklet", "VIDataset", "build_clip_transform",
     "build_test_loader", "build_train_loader", "dataset_summary", "decode_frame_name", "frame_pools",
-    "load_hitsz_vcm", "read_frames", "sample_frame_indices", "split_counts",
+    "frames_to_clip", "load_hitsz_vcm", "model_input", "normalize_clips", "read_frames", "sample_frame_indices", "split_counts",
 ]

@@ -4,32 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from PIL import Image
 
+from cmft.data.preprocess import read_frames
 from cmft.data.sampling import SampleMode, sample_frame_indices
 from cmft.data.samplers import CrossModalIdentitySampler
 from cmft.data.transforms import ClipAugment, build_clip_transform
 from cmft.data.types import Modality, Tracklet, VIDataset
 
 ClipTransform = Callable[[torch.Tensor], torch.Tensor]
-
-
-def read_frames(paths: Sequence[str], height: int, width: int) -> torch.Tensor:
-    """Decode frames as 3-channel uint8 (IR greyscale is replicated) resized to ``(T, 3, height, width)``."""
-    frames = np.empty((len(paths), height, width, 3), dtype=np.uint8)
-    for i, p in enumerate(paths):
-        try:
-            with Image.open(p) as img:
-                img = img.convert("RGB")
-                if img.size != (width, height):
-                    img = img.resize((width, height), Image.BILINEAR)
-                frames[i] = np.asarray(img)
-        except (OSError, ValueError) as e:
-            raise OSError(f"{p}: cannot decode image ({e})") from None
-    return torch.from_numpy(frames).permute(0, 3, 1, 2)
 
 
 class ClipDataset(Dataset):

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import torch
 from torchvision.transforms import v2
 
+from cmft.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize_clips
 from cmft.data.types import Modality
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ChannelExchange", "ClipAugment", "NormalizeClip", "build_clip_transform"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,13 @@ class ChannelExchange(torch.nn.Module):
         return clip[..., c : c + 1, :, :].expand_as(clip).contiguous()
 
 
+class NormalizeClip(torch.nn.Module):
+    """:func:`~cmft.data.preprocess.normalize_clips` as a transform step (the one normalisation of model input)."""
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return normalize_clips(clip)
+
+
 def build_clip_transform(
     modality: Modality, train: bool, height: int, width: int, augment: ClipAugment = ClipAugment()
 ) -> v2.Compose:
@@ -77,7 +84,7 @@ def build_clip_transform(
                 v2.ColorJitter(brightness=augment.ir_jitter, contrast=augment.ir_jitter),
                 v2.RandomApply([v2.GaussianBlur(augment.ir_blur_kernel, augment.ir_blur_sigma)], p=augment.ir_blur_p),
             ]
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    steps += [NormalizeClip()]
     if train and augment.erase_p > 0:
         steps += [v2.RandomErasing(p=augment.erase_p, value=0.0)]
     return v2.Compose(steps)

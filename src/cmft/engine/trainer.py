@@ -25,6 +25,7 @@ from cmft.data.datasets.registry import load_dataset
 from cmft.data.loader import build_train_loader
 from cmft.data.transforms import ClipAugment
 from cmft.data.types import VIDataset
+from cmft.devices import resolve_device
 from cmft.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from cmft.engine.distributed import DistInfo, barrier, broadcast_object, gather_shards, init_distributed, shard, shutdown
 from cmft.engine.optim import build_optimizer, build_scheduler
@@ -54,16 +55,6 @@ class TrainResult:
     best: dict[str, Any] | None
     last_eval: dict[str, Any] | None
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but CUDA is not available on this machine")
-    return dev
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmft.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cmft.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize_clips
 from cmft.data.types import Modality
 from cmft.models.heads import pool_level
 
@@ -245,8 +245,7 @@ def onnx_providers(device: Literal["auto", "cpu", "cuda"] = "auto") -> list[str]
 def random_clips(batch: int, clip_len: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
     """Random uint8 frames normalised like real input: float32 ``(B, T, 3, H, W)``."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (batch, clip_len, 3, height, width), generator=g).float() / 255
-    return (x - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+    return normalize_clips(torch.randint(0, 256, (batch, clip_len, 3, height, width), generator=g, dtype=torch.uint8))
 
 
 def compare(run: Callable[[torch.Tensor], np.ndarray], model: nn.Module, modality: Modality, height: int, width: int,

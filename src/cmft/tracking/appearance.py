@@ -2,7 +2,7 @@
 
 Two embedders share one contract, ``embedder(frame, boxes) -> float32 [N, D]`` with L2-normalised rows:
 :class:`HistogramEmbedder` (colour or grey-level histograms of body stripes: fast, needs no weights, the
-default) and :class:`CMFTEmbedder` (the stream embedding of a trained cmft checkpoint, one frame per clip).
+default) and :class:`CMFTEmbedder` (the stream embedding of a trained cmft checkpoint, each crop a still clip).
 """
 
 from __future__ import annotations
@@ -89,8 +89,11 @@ class HistogramEmbedder:
 
 
 class CMFTEmbedder:
-    """The single-modality embedding of a cmft checkpoint (:class:`~cmft.inference.Extractor`), each crop a
-    one-frame clip at the model's input size."""
+    """The single-modality embedding of a cmft checkpoint (:class:`~cmft.inference.Extractor`).
+
+    Each crop becomes a still clip of the model's test clip length (the crop repeated, as frame sampling
+    repeats the frames of a short tracklet), resized to the model's input size: a one-frame clip would have
+    the temporal shift zero a quarter of the channels, which the model never saw in training."""
 
     suggested_max_cos_dist = 0.2  # StrongSORT's default for deep re-ID features
 
@@ -99,22 +102,16 @@ class CMFTEmbedder:
 
         if modality not in ("rgb", "ir"):
             raise ValueError(f"unknown modality {modality!r}; choose 'rgb' or 'ir'")
-        self.extractor = Extractor(checkpoint, device=device, batch_size=batch_size, seq_len=1)
+        self.extractor = Extractor(checkpoint, device=device, batch_size=batch_size)
         self.modality = modality
         self.name = f"cmft:{Path(checkpoint).name}"
 
     def __call__(self, frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        import cv2
-        import torch
-
         crops = crop_boxes(frame, boxes)
         if not crops:
             return np.zeros((0, 0), np.float32)
-        ex = self.extractor
-        rgb = np.stack([cv2.cvtColor(cv2.resize(c, (ex.width, ex.height), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
-                        for c in crops])
-        clips = torch.from_numpy(rgb).permute(0, 3, 1, 2).unsqueeze(1)  # (N, 1, 3, H, W) uint8
-        return torch.cat([ex.embed_clips(chunk, self.modality) for chunk in clips.split(ex.batch_size)]).numpy()
+        stills = [np.ascontiguousarray(c[None, :, :, ::-1]) if c.ndim == 3 else c[None, :, :, None] for c in crops]  # BGR -> RGB
+        return self.extractor(stills, self.modality)
 
 
 def build_embedder(spec: str, modality: Modality, device: str = "cpu") -> AppearanceEmbedder:
