@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cmft.evaluation import cosine_distance, evaluate, evaluate_features, per_query_metrics
+from cmft.evaluation.reference import reference_evaluate, reference_per_query
 
 from conftest import GOLDEN  # noqa: E402
 CASE = "eval_case1_mixedcams_continuous"
@@ -24,44 +25,15 @@ def case() -> tuple[dict[str, np.ndarray], dict]:
     return arrays, json.loads(js.read_text())["results"]
 
 
-def brute_force(distmat, q_pids, g_pids, q_camids, g_camids, protocol):
-    """Per-query (first rank, CMC rank, last rank, #positives, AP, INP) or None, one query at a time."""
-    out = []
-    for i in range(distmat.shape[0]):
-        order = np.argsort(distmat[i], kind="stable")
-        if protocol == "hitsz_vcm":
-            removed = (g_pids[order] == q_pids[i]) & (g_camids[order] == q_camids[i])
-        elif protocol == "sysu":
-            removed = (q_camids[i] == 3) & (g_camids[order] == 2)
-        else:
-            removed = np.zeros(order.size, dtype=bool)
-        ranked_pids = g_pids[order[~removed]]
-        ranks = np.flatnonzero(ranked_pids == q_pids[i]) + 1
-        if ranks.size == 0:
-            out.append(None)
-            continue
-        ap = np.mean(np.arange(1, ranks.size + 1) / ranks)
-        inp = ranks.size / ranks[-1]
-        cmc_rank = ranks[0]
-        if protocol == "sysu":
-            _, first_seen = np.unique(ranked_pids, return_index=True)
-            ids_once = ranked_pids[np.sort(first_seen)]
-            cmc_rank = int(np.flatnonzero(ids_once == q_pids[i])[0]) + 1
-        out.append((ranks[0], cmc_rank, ranks[-1], ranks.size, ap, inp))
-    return out
-
-
-def assert_matches_brute_force(res, ref):
-    for i, r in enumerate(ref):
-        if r is None:
-            assert not res.valid[i], i
-            assert res.first_match_rank[i] == 0 and np.isnan(res.ap[i]) and np.isnan(res.inp[i])
-            continue
-        assert res.valid[i], i
-        got = (res.first_match_rank[i], res.cmc_rank[i], res.last_match_rank[i], res.num_positives[i])
-        assert got == r[:4], (i, got, r)
-        assert res.ap[i] == pytest.approx(r[4], abs=1e-12)
-        assert res.inp[i] == pytest.approx(r[5], abs=1e-12)
+def assert_matches_reference(res, distmat, q_pids, g_pids, q_camids, g_camids, protocol):
+    """The fast kernel's per-query results equal the plain reference evaluator's (cmft.evaluation.reference)."""
+    ref = reference_per_query(distmat, q_pids, g_pids, q_camids, g_camids, protocol)
+    np.testing.assert_array_equal(res.valid, ref.valid)
+    for key in ("first_match_rank", "cmc_rank", "last_match_rank", "num_positives"):
+        np.testing.assert_array_equal(getattr(res, key)[ref.valid], getattr(ref, key)[ref.valid], err_msg=key)
+    assert (res.first_match_rank[~ref.valid] == 0).all() and np.isnan(res.ap[~ref.valid]).all()
+    np.testing.assert_allclose(res.ap[ref.valid], ref.ap[ref.valid], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(res.inp[ref.valid], ref.inp[ref.valid], rtol=0, atol=1e-12)
 
 
 def assert_same_summary(a: dict, b: dict, tol: float = 0.0) -> None:
@@ -148,12 +120,27 @@ def test_golden_features_match_distmat(case, protocol):
     assert_same_summary(scaled, from_dist, tol=1e-12)
 
 
-def test_golden_matches_brute_force(case):
+def test_golden_matches_reference_evaluator(case):
     a, _ = case
     ids = (a["q_pids"], a["g_pids"], a["q_camids"], a["g_camids"])
     for protocol in ("hitsz_vcm", "sysu", "regdb"):
         res = per_query_metrics(a["distmat"], *ids, protocol=protocol)
-        assert_matches_brute_force(res, brute_force(a["distmat"], *ids, protocol))
+        assert_matches_reference(res, a["distmat"], *ids, protocol)
+
+
+@pytest.mark.parametrize(("name", "protocol", "transposed", "tol"), REFERENCES, ids=[r[0] for r in REFERENCES])
+def test_reference_evaluator_reproduces_golden(case, name, protocol, transposed, tol):
+    """The plain definition itself gives the community reference code's numbers."""
+    a, results = case
+    ref = results[f"{name}__stable_argsort"]
+    if transposed:
+        out = reference_evaluate(a["distmat"].T, a["g_pids"], a["q_pids"], protocol=protocol)
+    else:
+        out = reference_evaluate(a["distmat"], a["q_pids"], a["g_pids"], a["q_camids"], a["g_camids"], protocol=protocol)
+    np.testing.assert_allclose(out["cmc"], ref["cmc"], rtol=0, atol=1e-6)
+    assert out["mAP"] == pytest.approx(ref["mAP"], abs=tol)
+    if "mINP" in ref:
+        assert out["mINP"] == pytest.approx(ref["mINP"], abs=tol)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -226,7 +213,7 @@ def test_hitsz_query_whose_only_positives_share_its_camera_is_skipped():
 
 
 # ------------------------------------------------------------------------------------------------
-# Against the brute-force per-query loop, invariances
+# Against the plain reference evaluator, invariances
 
 
 def _random_case(seed: int, nq: int = 23, ng: int = 90, n_ids: int = 6, ties: bool = True):
@@ -241,11 +228,11 @@ def _random_case(seed: int, nq: int = 23, ng: int = 90, n_ids: int = 6, ties: bo
 
 @pytest.mark.parametrize("protocol", ["hitsz_vcm", "sysu", "regdb"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_matches_brute_force_with_heavy_ties(protocol, seed):
+def test_matches_reference_with_heavy_ties(protocol, seed):
     # seed 2 has ~45 positives per query (more than one binary-search table width of 32)
     dist, *ids = _random_case(seed, n_ids=2 if seed == 2 else 6, ties=seed != 1)
     res = per_query_metrics(dist, *ids, protocol=protocol)
-    assert_matches_brute_force(res, brute_force(dist, *ids, protocol))
+    assert_matches_reference(res, dist, *ids, protocol)
 
 
 def test_infinite_distances_and_all_equal_rows():
@@ -254,7 +241,7 @@ def test_infinite_distances_and_all_equal_rows():
     dist[:, 1::7] = -np.inf
     dist[4] = 0.0  # a whole row of ties
     for protocol in ("hitsz_vcm", "sysu", "regdb"):
-        assert_matches_brute_force(per_query_metrics(dist, *ids, protocol=protocol), brute_force(dist, *ids, protocol))
+        assert_matches_reference(per_query_metrics(dist, *ids, protocol=protocol), dist, *ids, protocol)
 
 
 @pytest.mark.parametrize("protocol", ["hitsz_vcm", "sysu", "regdb"])

@@ -9,8 +9,9 @@ from cmft.evaluation.metrics import (
     per_query_metrics_features,
 )
 from cmft.evaluation.protocols import PROTOCOLS, Protocol, get_protocol
+from cmft.evaluation.reference import reference_evaluate, reference_per_query
 
 __all__ = [
     "PROTOCOLS", "Protocol", "QueryMetrics", "cosine_distance", "evaluate", "evaluate_features", "get_protocol",
-    "per_query_metrics", "per_query_metrics_features",
+    "per_query_metrics", "per_query_metrics_features", "reference_evaluate", "reference_per_query",
 ]
