@@ -48,7 +48,7 @@ def run_case(config: str, precision: str, steps: int, warmup: int, device: str, 
 
     torch.manual_seed(0)
     cfg = load_config(_config_path(config), [f"train.amp={precision}", *overrides])
-    args = {k: v for k, v in cfg.model.args.items() if k != "pretrained"}  # random init: no download
+    args = {k: v for k, v in cfg.model.args.overrides().items() if k != "pretrained"}  # random init: no download
     dev = torch.device(device)
     model = create_model(cfg.model.name, num_classes=500, **args).to(dev).to(memory_format=torch.channels_last)
     model.train()

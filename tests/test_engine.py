@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from cmft.losses.objective import Objective
 
 def test_config_overrides_and_errors(tmp_path: Path) -> None:
     cfg = load_config(None, ["optim.lr=0.05", "data.num_ids=4", "model.args={start: 6}", "optim.clip_grad=null"])
-    assert cfg.optim.lr == 0.05 and cfg.data.num_ids == 4 and cfg.model.args == {"start": 6} and cfg.optim.clip_grad is None
+    assert cfg.optim.lr == 0.05 and cfg.data.num_ids == 4 and cfg.model.args.overrides() == {"start": 6} and cfg.optim.clip_grad is None
     with pytest.raises(ConfigError, match=r"optim: unknown key\(s\) \['lrate'\]; valid keys"):
         load_config(None, ["optim.lrate=1"])
     with pytest.raises(ConfigError, match=r"train.epochs: expected int"):
@@ -27,6 +28,24 @@ def test_config_overrides_and_errors(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "none.yaml")
+
+
+def test_model_args_are_a_typed_section_that_merges(tmp_path: Path) -> None:
+    """``model.args`` names every CMFT argument, checks types, and a ``base:`` config's args merge key by key."""
+    import inspect
+
+    from cmft.config import ModelArgs
+    from cmft.models.cmft import CMFT
+
+    assert {f.name for f in dataclasses.fields(ModelArgs)} == set(inspect.signature(CMFT).parameters) - {"num_classes"}
+    (tmp_path / "base.yaml").write_text("model:\n  name: cmft_r18\n  args: {pretrained: imagenet, start: 5, heads: 4}\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nmodel:\n  args: {fusion: concat, start: 6}\n")
+    cfg = load_config(tmp_path / "child.yaml", ["model.args.share_from=2"])
+    assert cfg.model.args.overrides() == {"pretrained": "imagenet", "start": 6, "heads": 4, "fusion": "concat", "share_from": 2}
+    with pytest.raises(ConfigError, match=r"model.args: unknown key\(s\) \['fuson'\]"):
+        load_config(None, ["model.args.fuson=ccf"])
+    with pytest.raises(ConfigError, match=r"model.args.start: expected int"):
+        load_config(None, ["model.args.start=five"])
 
 
 def test_every_shipped_config_loads() -> None:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from cmft.data import build_test_loader
-from cmft.data.datasets.hitsz_vcm import DatasetFormatError
+from cmft.data.errors import DatasetFormatError
 from cmft.data.datasets.regdb import load_regdb, read_regdb_list
 from cmft.data.datasets.sysu_mm01 import load_sysu_mm01, read_sysu_ids, sysu_gallery, sysu_query
 

@@ -32,11 +32,39 @@ class DataConfig:
 
 
 @dataclass
+class ModelArgs:
+    """Overrides of a registered variant's :class:`~cmft.models.cmft.CMFT` arguments; ``None`` (the default,
+    ``null`` in YAML) keeps the variant's own value. A section like the others: ``base:`` configs merge it key
+    by key, and a wrong key or type is an error that names it."""
+
+    backbone: str | None = None  # resnet50, resnet18, swin3d_s
+    fusion: str | None = None  # none, score_avg, score_mul, concat, ccf
+    start: int | None = None  # first CCF level, 2..6 (paper Conv2..Conv6)
+    branches: int | None = None  # 1 or 2 cross-attention directions per CCF
+    layers: int | None = None
+    heads: int | None = None
+    fusion_dim: int | None = None
+    reduce_dim: int | None = None
+    pool_grid: list[int] | None = None
+    share_from: int | None = None  # IR stream reuses the RGB stages from this level (2..5); None: independent
+    pretrained: str | None = None  # imagenet, kinetics, or a local state-dict file; None: random init
+    fold_div: int | None = None
+    last_stride: int | None = None
+    classifier: str | None = None  # linear or cosine
+    cosine_scale: float | None = None
+    pool: str | None = None  # avg or gem
+
+    def overrides(self) -> dict[str, Any]:
+        """The arguments set, as keyword arguments of ``create_model``."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass
 class ModelConfig:
     """A registered model and its overrides (see ``cmft.models.create_model``)."""
 
     name: str = "cmft_r50"
-    args: dict[str, Any] = field(default_factory=dict)
+    args: ModelArgs = field(default_factory=ModelArgs)
 
 
 @dataclass
@@ -192,7 +220,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "args" else v
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -225,5 +253,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    """Write the resolved configuration as YAML (what the run actually used)."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write the resolved configuration as YAML (what the run actually used; model arguments left at the
+    variant's default are omitted), atomically."""
+    from cmft.atomic import write_text_atomic
+
+    data = config.to_dict()
+    data["model"]["args"] = config.model.args.overrides()
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))

@@ -1,6 +1,7 @@
 """Data: tracklets, dataset readers, frame sampling, preprocessing, the cross-modal sampler, clip transforms, loaders."""
 
-from cmft.data.datasets.hitsz_vcm import DatasetFormatError, decode_frame_name, load_hitsz_vcm
+from cmft.data.datasets.hitsz_vcm import decode_frame_name, load_hitsz_vcm
+from cmft.data.errors import DatasetFormatError
 from cmft.data.datasets.regdb import load_regdb
 from cmft.data.datasets.registry import DATASETS, detect_dataset, load_dataset
 from cmft.data.datasets.sysu_mm01 import load_sysu_mm01, sysu_gallery, sysu_query

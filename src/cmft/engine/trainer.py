@@ -196,7 +196,7 @@ def train(
     steps_per_epoch = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader), cfg.train.max_steps_per_epoch)
 
     # model, optimiser, precision
-    model = create_model(cfg.model.name, num_classes=dataset.num_train_pids, **cfg.model.args).to(device)
+    model = create_model(cfg.model.name, num_classes=dataset.num_train_pids, **cfg.model.args.overrides()).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optim)

@@ -6,35 +6,21 @@ Layout (DESIGN.md §3): frames at ``root/<pid:04d>/{ir|rgb}/D<cam>/<frame>.jpg``
 
 from __future__ import annotations
 
-import operator
 import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cmft.data.errors import DatasetFormatError, checked_int
 from cmft.data.types import Modality, Tracklet, VIDataset
+
+__all__ = ["DatasetFormatError", "decode_frame_name", "load_hitsz_vcm"]  # DatasetFormatError: its old home, kept importable
 
 MIN_SEQ_LEN = 12
 INFO_FILES = ("train_name.txt", "test_name.txt", "track_train_info.txt", "track_test_info.txt", "query_IDX.txt")
 _NAME_RE = re.compile(r"^(\d{4})M(\d)(D\d+)T\d+F(.+)$")
 _MODALITY_CODE: dict[int, Modality] = {1: "ir", 2: "rgb"}
-
-
-class DatasetFormatError(ValueError):
-    """A dataset file is missing or malformed; the message names the file (and line) and the problem."""
-
-
-def checked_int(value: object, what: str, low: int, high: int | None = None, hint: str = "") -> int:
-    """``value`` as an int in ``low..high`` (no bools, no floats), or a :class:`DatasetFormatError` naming ``what``."""
-    try:
-        number = None if isinstance(value, bool) else operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        number = None
-    if number is None or number < low or (high is not None and number > high):
-        bound = f">= {low}" if high is None else f"in {low}..{high}"
-        raise DatasetFormatError(f"{what} must be an integer {bound}{hint}, got {value!r}")
-    return number
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cmft.data.datasets.hitsz_vcm import DatasetFormatError, checked_int
+from cmft.data.errors import DatasetFormatError, checked_int
 from cmft.data.types import Modality, Tracklet, VIDataset
 
 TRIALS = range(1, 11)

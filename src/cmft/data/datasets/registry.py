@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cmft.data.datasets.hitsz_vcm import DatasetFormatError
+from cmft.data.errors import DatasetFormatError
 from cmft.data.types import VIDataset
 
 DATASETS = ("hitsz_vcm", "sysu_mm01", "regdb")

@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from cmft.data.datasets.hitsz_vcm import DatasetFormatError, checked_int
+from cmft.data.errors import DatasetFormatError, checked_int
 from cmft.data.types import Modality, Tracklet, VIDataset
 
 CAMERAS = (1, 2, 3, 4, 5, 6)
