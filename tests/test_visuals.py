@@ -67,3 +67,21 @@ def test_eval_report_has_the_pictures(tiny_checkpoint: Path, vcm4: Path, tmp_pat
     assert {"embedding.png", "attention.png", "cmc.png", "ranked_ir2rgb.png", "report.md"} <= files
     text = (rep / "report.md").read_text()
     assert "![embedding](embedding.png)" in text and "![attention](attention.png)" in text
+
+
+def test_eval_report_warns_about_a_failed_picture(tiny_checkpoint: Path, vcm4: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import cmft.evaluation.report as report
+
+    def broken(*args: object, **kwargs: object) -> Path:
+        raise RuntimeError("no room for this picture")
+
+    monkeypatch.setattr(report, "embedding_plot", broken)
+    rep = tmp_path / "rep"
+    r = CliRunner().invoke(app, ["eval", str(tiny_checkpoint), "--data", str(vcm4), "--workers", "0", "--json", "--report", str(rep)])
+    assert r.exit_code == 0, r.output  # the metrics were written: a picture is not worth failing the command
+    assert "warning: report picture embedding.png was not drawn: RuntimeError: no room for this picture" in r.stderr
+    assert set(json.loads(r.stdout)) == {"ir2rgb", "rgb2ir"}
+    assert (rep / "metrics.json").is_file() and not (rep / "embedding.png").exists()
+    text = (rep / "report.md").read_text()
+    assert "embedding.png" not in text and "![attention](attention.png)" in text

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cmft._cli_app import _fail, app, console
+from cmft.cli._common import _fail, console
 
 FORMATS = ("onnx", "torchscript")
 MODALITIES = ("rgb", "ir", "both")
@@ -43,7 +43,6 @@ def _check_writable(folder: Path) -> None:
         _fail(f"cannot write to {folder}: {e.strerror or e}")
 
 
-@app.command("export")
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="a cmft checkpoint (best.pt / last.pt of a training run)")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="onnx (ONNX Runtime, dynamic batch and clip length) or torchscript (torch.jit.load, no cmft needed)")] = "onnx",
@@ -110,3 +109,8 @@ def export(
         if verify and v["min_cosine"] < MIN_COSINE:
             _fail(f"{path} does not match PyTorch (min cosine {v['min_cosine']:.6f} < {MIN_COSINE}); "
                   "the file and its sidecar are kept for inspection")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``export`` to ``app``."""
+    app.command("export")(export)

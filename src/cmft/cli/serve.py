@@ -10,10 +10,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from cmft._cli_app import _fail, app, err
+from cmft.cli._common import _fail, err
 
 
-@app.command("serve")
 def serve(
     index: Annotated[Path, typer.Argument(help="a gallery index folder (built by `cmft index`)")],
     checkpoint: Annotated[Optional[Path], typer.Option(help="checkpoint that embeds uploaded queries (default: the one the index records)")] = None,
@@ -49,3 +48,8 @@ def serve(
         err.print(f"note: listening on {host}: anyone who can reach it can search the gallery and upload frames (no authentication)")
     err.print(f"serving {health['entries']} tracklets from {index} at http://{host}:{port}/ (Ctrl+C stops)")
     uvicorn.run(application, host=host, port=port, log_level="info")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` to ``app``."""
+    app.command("serve")(serve)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from cmft._cli_app import _fail, _progress, _task_callback, app, console, err
+from cmft.cli._common import _fail, _progress, _task_callback, console, err
 
 
 def _indexed_count(out: Path) -> int:
@@ -47,7 +47,6 @@ def _summary_table(entries: list[dict], before: int) -> Table:
     return table
 
 
-@app.command("index")
 def index_cmd(
     dataset_or_dirs: Annotated[list[Path], typer.Argument(help="dataset roots (HITSZ-VCM or a `cmft track` export, SYSU-MM01, RegDB), or with --modality and --camera plain tracklet folders (one folder of frames per tracklet)")],
     checkpoint: Annotated[Path, typer.Option(help="the cmft checkpoint that embeds the tracklets (a run's best.pt / last.pt)")],
@@ -120,10 +119,8 @@ def _resolve_query(index: Any, query: str) -> int:
         shown = ", ".join(index.entry(i)["key"] for i in matches[:3])
         _fail(f"--query {query!r} matches {len(matches)} keys (e.g. {shown}); give more of the key or an id")
     _fail(f"--query {query!r}: no entry has this key or id (nor a key ending in it)")
-    raise AssertionError  # unreachable: _fail exits
 
 
-@app.command("search")
 def search_cmd(
     index_dir: Annotated[Path, typer.Argument(metavar="INDEX", help="an index folder written by `cmft index`")],
     query: Annotated[Optional[str], typer.Option(help="an indexed tracklet: its key, its id, or a unique end of its key")] = None,
@@ -206,3 +203,9 @@ def search_cmd(
     console.print(table)
     if not rows:
         err.print("no entry passes the filters")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``index`` and ``search`` to ``app``."""
+    app.command("index")(index_cmd)
+    app.command("search")(search_cmd)

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from cmft._cli_app import _fail, app, console, err
+from cmft.cli._common import _fail, console, err
 
 DETECTOR_HELP = (
     "person detector: darknet:CFG:WEIGHTS (OpenCV DNN, e.g. Yolo-Fastest, YOLOv7 Darknet release), onnx:FILE "
@@ -117,7 +117,6 @@ def _per_video(values: list[Any], n: int, what: str) -> list[Any]:
     return values
 
 
-@app.command("track")
 def track(
     videos: Annotated[list[Path], typer.Argument(help="video files or frame folders of one or more cameras")],
     out: Annotated[Path, typer.Option(help="HITSZ-VCM dataset folder to create or append to")],
@@ -194,7 +193,6 @@ def track(
                   f"to the {summary.split} split of {summary.root}")
 
 
-@app.command("track-eval")
 def track_eval(
     video: Annotated[Path, typer.Argument(help="video file or frame folder")],
     gt: Annotated[Path, typer.Option(help="MOTChallenge ground truth (gt.txt)")],
@@ -252,3 +250,9 @@ def track_eval(
                   str(result["id_switches"]), f"{result['num_gt_ids']}/{result['num_tracker_ids']}", f"{result['fps']:.1f}")
     console.print(table)
     console.print("ms per frame: " + ", ".join(f"{k} {v:.1f}" for k, v in result["ms_per_frame"].items()))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``track`` and ``track-eval`` to ``app``."""
+    app.command("track")(track)
+    app.command("track-eval")(track_eval)
