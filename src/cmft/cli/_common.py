@@ -58,7 +58,7 @@ def _load_data(root: Path, dataset: str = "auto", skip_missing: bool = False, ch
                splits: tuple[str, ...] | None = None, trial: int | None = None, mode: str = "all") -> Any:
     """Load any supported dataset, or exit with its error. HITSZ-VCM: by default every split whose name list has
     frames (a ``cmft track`` export may hold only the test split)."""
-    from cmft.data.datasets.hitsz_vcm import DatasetFormatError
+    from cmft.data.errors import DatasetFormatError
     from cmft.data.datasets.registry import detect_dataset, load_dataset
 
     try:

@@ -93,7 +93,7 @@ def demo(
         except ConfigError as e:
             _fail(str(e))
     cfg = configs["cmft"]
-    spec = ClipSpec(cfg.eval.seq_len, cfg.data.height, cfg.data.width, cfg.eval.batch_size, cfg.data.workers)
+    spec = ClipSpec.from_config(cfg)
     with _progress() as p:
         floor = score_directions(embed_test_sets(GreyMotionDescriptor(), dataset, spec, progress=lambda n: _task_callback(p, f"descriptor: {n}")))
     n_ids = len({t.pid for t in dataset.gallery_rgb})

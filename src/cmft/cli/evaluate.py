@@ -28,7 +28,7 @@ def eval_cmd(
 ) -> None:
     """Evaluate a checkpoint with the dataset's protocol: HITSZ-VCM and RegDB both directions; SYSU-MM01 all- and
     indoor-search, mean of the gallery draws. Rank-1/5/10/20, mAP, mINP."""
-    from cmft.data.datasets.hitsz_vcm import DatasetFormatError
+    from cmft.data.errors import DatasetFormatError
     from cmft.data.datasets.registry import detect_dataset
     from cmft.engine.checkpoint import load_checkpoint
     from cmft.evaluation.report import jsonable_metrics, write_summary_report
@@ -41,7 +41,10 @@ def eval_cmd(
         name = detect_dataset(data) if dataset == "auto" else dataset
     except (FileNotFoundError, ValueError) as e:  # DatasetFormatError is a ValueError
         _fail(str(e))
-    spec = ClipSpec(seq_len or cfg["eval"]["seq_len"], cfg["data"]["height"], cfg["data"]["width"], batch_size, workers, flip)
+    try:
+        spec = ClipSpec.from_config(cfg, seq_len=seq_len, batch_size=batch_size, workers=workers, flip=flip)
+    except ValueError as e:  # a ConfigError: the checkpoint's saved config does not read
+        _fail(f"{checkpoint}: {e}")
     title = f"{checkpoint} on {data}"
     if name == "sysu_mm01":
         try:

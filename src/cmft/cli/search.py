@@ -60,7 +60,7 @@ def index_cmd(
 ) -> None:
     """Embed every test tracklet of a dataset (or plain tracklet folders) into a gallery index; an existing index
     is extended, tracklets already in it are skipped."""
-    from cmft.data.datasets.hitsz_vcm import DatasetFormatError
+    from cmft.data.errors import DatasetFormatError
     from cmft.data.datasets.registry import detect_dataset
     from cmft.search.index import IndexFormatError
 

@@ -146,7 +146,7 @@ def evaluate_model(
     """
     from cmft.evaluation.retrieval import ClipSpec, Embeddings, extract_embeddings, score_directions
 
-    spec = ClipSpec(cfg.eval.seq_len, cfg.data.height, cfg.data.width, cfg.eval.batch_size, cfg.data.workers, cfg.eval.flip)
+    spec = ClipSpec.from_config(cfg)
 
     def embed(clips: torch.Tensor, modality: str) -> torch.Tensor:
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):

@@ -20,7 +20,8 @@ from PIL import Image, ImageDraw, ImageOps
 from cmft.atomic import write_text_atomic
 from cmft.data.types import DIRECTION_TITLES, Tracklet, VIDataset
 from cmft.evaluation.retrieval import ClipSpec, Embeddings
-from cmft.evaluation.visuals import attention_figure, cross_attention_maps, embedding_plot, test_clip
+from cmft.data.preprocess import model_input
+from cmft.evaluation.visuals import attention_figure, cross_attention_maps, embedding_plot
 
 GREEN, RED, GREY = (40, 170, 60), (210, 40, 40), (128, 128, 128)
 
@@ -220,8 +221,8 @@ def write_summary_report(out: Path, results: dict[str, dict], title: str) -> Wri
 def _attention_picture(model: torch.nn.Module, spec: ClipSpec, pair: tuple[Tracklet, Tracklet], path: Path) -> Path | None:
     """The CCF cross-attention of one infrared / visible pair, or None when no CCF level kept its attention."""
     device = next(model.parameters()).device
-    ir = test_clip(pair[0].paths, spec.seq_len, spec.height, spec.width).to(device)
-    rgb = test_clip(pair[1].paths, spec.seq_len, spec.height, spec.width).to(device)
+    ir = model_input(list(pair[0].paths), spec.seq_len, spec.height, spec.width).to(device)
+    rgb = model_input(list(pair[1].paths), spec.seq_len, spec.height, spec.width).to(device)
     maps = cross_attention_maps(model, rgb, ir)
     if not maps:
         return None

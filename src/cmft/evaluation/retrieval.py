@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +38,18 @@ class ClipSpec:
     batch_size: int = 32
     workers: int = 2
     flip: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Any, **overrides: Any) -> ClipSpec:
+        """The test clips of a run: ``eval.seq_len``, the training frame size, ``eval.batch_size``, ``data.workers``,
+        ``eval.flip`` of a :class:`~cmft.config.Config` or of the config dict a checkpoint holds; keyword
+        arguments replace fields (``None`` keeps the config's value)."""
+        from cmft.config import Config, config_from_dict
+
+        if not isinstance(cfg, Config):
+            cfg = config_from_dict(cfg)
+        spec = cls(cfg.eval.seq_len, cfg.data.height, cfg.data.width, cfg.eval.batch_size, cfg.data.workers, cfg.eval.flip)
+        return dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None})
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from cmft.data.types import VIDataset
+from cmft.devices import resolve_device
 from cmft.evaluation.retrieval import ClipSpec, EmbedFn, Embeddings, Progress, embed_test_sets, extract_embeddings, score_directions
 
 SYSU_MODES = ("all", "indoor")
@@ -67,19 +68,14 @@ def evaluate_sysu(
     return out
 
 
-def default_device() -> str:
-    """Where evaluation runs: the GPU when there is one."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _checkpoint_model(
     checkpoint: str | Path | dict[str, Any], device: str | torch.device | None
 ) -> tuple[dict[str, Any], torch.nn.Module, str | torch.device]:
-    """The loaded checkpoint, its model on ``device`` (default: :func:`default_device`), and that device."""
+    """The loaded checkpoint, its model on ``device`` (default: the GPU when there is one, :func:`~cmft.devices.resolve_device`), and that device."""
     from cmft.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    device = device or default_device()
+    device = resolve_device(device or "auto")
     return ckpt, model_from_checkpoint(ckpt, device), device
 
 
@@ -194,7 +190,7 @@ def run_regdb_trials(
             log(f"trial {t}: {'resuming' if last.exists() else 'training'} in {run_dir}")
             train_run(cfg, run_dir, last.exists(), ds)
         best = run_dir / ("best.pt" if (run_dir / "best.pt").exists() else "last.pt")
-        spec = ClipSpec(cfg.eval.seq_len, cfg.data.height, cfg.data.width, cfg.eval.batch_size, workers, cfg.eval.flip)
+        spec = ClipSpec.from_config(cfg, workers=workers)
         per_trial[t] = score(best, ds, spec)
         if on_trial is not None:
             on_trial(t, best, per_trial[t])

@@ -88,21 +88,10 @@ def cross_attention_maps(model: torch.nn.Module, rgb: torch.Tensor, ir: torch.Te
     return {name: weights[0].float().cpu() for name, weights in attention.items() if weights is not None}
 
 
-def test_clip(paths: Sequence[str], seq_len: int, height: int, width: int) -> torch.Tensor:
-    """One tracklet as the evaluation loader makes it: a normalised ``(1, T, 3, H, W)`` clip."""
-    from cmft.data.loader import read_frames
-    from cmft.data.sampling import sample_frame_indices
-    from cmft.data.transforms import build_clip_transform
-
-    frames = read_frames([paths[i] for i in sample_frame_indices(len(paths), seq_len, "test")], height, width)
-    return build_clip_transform("rgb", False, height, width)(frames).unsqueeze(0)
-
-
 def _denormalise(clip: torch.Tensor) -> np.ndarray:
-    from cmft.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from cmft.data.preprocess import denormalize_clips
 
-    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (clip.cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    return denormalize_clips(clip.cpu()).permute(0, 2, 3, 1).numpy()
 
 
 def attention_figure(
