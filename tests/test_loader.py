@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from cmft.config import DataConfig
+from cmft.data.loader import ClipSpec
 from cmft.data import ClipAugment, build_clip_transform, build_test_loader, build_train_loader, load_hitsz_vcm, read_frames
 
 
@@ -60,7 +62,7 @@ def test_unreadable_frame_names_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_train_loader_batches(tiny_vcm: Path, workers: int) -> None:
     ds = load_hitsz_vcm(tiny_vcm)
-    loader = build_train_loader(ds, seq_len=4, height=32, width=16, num_ids=3, num_instances=1, workers=workers)
+    loader = build_train_loader(ds, DataConfig(seq_len=4, height=32, width=16, num_ids=3, num_instances=1, workers=workers))
     loader.sampler.set_epoch(0)
     batches = list(loader)
     assert len(batches) == 1
@@ -71,7 +73,7 @@ def test_train_loader_batches(tiny_vcm: Path, workers: int) -> None:
 
 def test_test_loader_keeps_order_and_modality(tiny_vcm: Path) -> None:
     ds = load_hitsz_vcm(tiny_vcm)
-    loader = build_test_loader(ds.query_ir, seq_len=6, height=32, width=16, batch_size=1, workers=0)
+    loader = build_test_loader(ds.query_ir, ClipSpec(seq_len=6, height=32, width=16, batch_size=1, workers=0))
     items = list(loader)
     assert [int(b["index"]) for b in items] == [0, 1]
     assert [int(b["pid"]) for b in items] == [t.pid for t in ds.query_ir]

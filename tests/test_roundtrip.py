@@ -7,6 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from cmft.config import DataConfig
+from cmft.data.loader import ClipSpec
 from cmft.cli import app
 from cmft.data import build_test_loader, build_train_loader, dataset_summary, load_hitsz_vcm
 from cmft.data.datasets.synthetic import SynthConfig, generate_synthetic
@@ -23,12 +25,12 @@ def test_synth_reader_loader_round_trip(tmp_path: Path) -> None:
         assert got["train"][f"{mod}_frames"] == summary["train"][mod]["frames"]
     assert got["query"]["ir_tracklets"] == summary["query"] and got["gallery"]["rgb_tracklets"] == summary["gallery"]
 
-    loader = build_train_loader(ds, seq_len=4, height=32, width=16, num_ids=2, num_instances=2, workers=0)
+    loader = build_train_loader(ds, DataConfig(seq_len=4, height=32, width=16, num_ids=2, num_instances=2, workers=0))
     loader.sampler.set_epoch(0)
     batch = next(iter(loader))
     assert batch["rgb"].shape == batch["ir"].shape == (4, 4, 3, 32, 16)
     assert batch["label"].tolist()[0::2] == batch["label"].tolist()[1::2]  # K=2 consecutive pairs per id
-    test = next(iter(build_test_loader(ds.query_ir, seq_len=6, height=32, width=16, batch_size=3, workers=0)))
+    test = next(iter(build_test_loader(ds.query_ir, ClipSpec(seq_len=6, height=32, width=16, batch_size=3, workers=0))))
     assert test["clip"].shape == (3, 6, 3, 32, 16)
 
 

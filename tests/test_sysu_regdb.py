@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cmft.data.loader import ClipSpec
 from cmft.data import build_test_loader
 from cmft.data.errors import DatasetFormatError
 from cmft.data.datasets.regdb import load_regdb, read_regdb_list
@@ -215,7 +216,7 @@ def test_load_sysu_mm01(sysu: Path) -> None:
     assert q is ds.gallery_rgb and g is ds.query_ir
     assert len(load_sysu_mm01(sysu, shots=10).gallery_rgb) == len(sysu_gallery(sysu, "all", 0, 10))
 
-    batch = next(iter(build_test_loader(ds.query_ir, seq_len=1, height=16, width=8, batch_size=4, workers=0)))
+    batch = next(iter(build_test_loader(ds.query_ir, ClipSpec(seq_len=1, height=16, width=8, batch_size=4, workers=0))))
     assert batch["clip"].shape == (4, 1, 3, 16, 8)
     assert batch["pid"].tolist() == [t.pid for t in ds.query_ir[:4]]
 
@@ -363,7 +364,7 @@ def test_load_regdb_trials(regdb: Path) -> None:
         q, g = ds.split("rgb2ir")
         assert {t.modality for t in q} == {"rgb"} and {t.modality for t in g} == {"ir"}
     assert load_regdb(regdb, 1).query_ir != load_regdb(regdb, 2).query_ir
-    batch = next(iter(build_test_loader(ds.query_ir, seq_len=1, height=16, width=8, batch_size=4, workers=0)))
+    batch = next(iter(build_test_loader(ds.query_ir, ClipSpec(seq_len=1, height=16, width=8, batch_size=4, workers=0))))
     assert batch["clip"].shape == (4, 1, 3, 16, 8)
 
 

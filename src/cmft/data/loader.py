@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cmft.config import Config, DataConfig, config_from_dict
 from cmft.data.preprocess import read_frames
 from cmft.data.sampling import SampleMode, sample_frame_indices
 from cmft.data.samplers import CrossModalIdentitySampler
@@ -75,41 +79,55 @@ def _worker_kwargs(workers: int) -> dict:
 
 def build_train_loader(
     dataset: VIDataset,
-    seq_len: int = 6,
-    height: int = 256,
-    width: int = 128,
-    num_ids: int = 8,
-    num_instances: int = 4,
-    workers: int = 2,
+    data: DataConfig | None = None,
     seed: int = 0,
     num_replicas: int | None = None,
     rank: int | None = None,
-    augment: ClipAugment = ClipAugment(),
+    augment: ClipAugment | None = None,
 ) -> DataLoader:
     """Batches ``{"rgb": (P*K, T, 3, H, W), "ir": ..., "label": (P*K,)}`` from the P x K cross-modal sampler.
 
-    ``loader.sampler.set_epoch(e)`` must be called each epoch (also under DDP, where ``rank`` and
-    ``num_replicas`` give each process its share).
+    ``data`` (the config's data section) gives the clip length, frame size, P (``num_ids``), K
+    (``num_instances``), workers and the RGB levers (``gray_p``, ``channel_p``; ``augment`` replaces the
+    whole augmentation). ``loader.sampler.set_epoch(e)`` must be called each epoch (also under DDP, where
+    ``rank`` and ``num_replicas`` give each process its share).
     """
+    d = data or DataConfig()
+    augment = augment or ClipAugment(gray_p=d.gray_p, channel_p=d.channel_p)
     rgb, ir = dataset.train_of("rgb"), dataset.train_of("ir")
-    pairs = CrossModalPairDataset(rgb, ir, seq_len, height, width, augment)
+    pairs = CrossModalPairDataset(rgb, ir, d.seq_len, d.height, d.width, augment)
     sampler = CrossModalIdentitySampler(
-        [t.pid for t in rgb], [t.pid for t in ir], num_ids, num_instances, seed, num_replicas, rank
+        [t.pid for t in rgb], [t.pid for t in ir], d.num_ids, d.num_instances, seed, num_replicas, rank
     )
-    return DataLoader(pairs, batch_size=num_ids * num_instances, sampler=sampler, drop_last=True, **_worker_kwargs(workers))
+    return DataLoader(pairs, batch_size=d.num_ids * d.num_instances, sampler=sampler, drop_last=True, **_worker_kwargs(d.workers))
 
 
-def build_test_loader(
-    tracklets: Sequence[Tracklet],
-    seq_len: int = 6,
-    height: int = 256,
-    width: int = 128,
-    batch_size: int = 32,
-    workers: int = 2,
-) -> DataLoader:
-    """Test clips (first frame of each chunk) of one modality, in tracklet order."""
+@dataclass(frozen=True)
+class ClipSpec:
+    """How test clips are made: frames per clip, frame size, batch, loader workers, flip averaging."""
+
+    seq_len: int = 6
+    height: int = 256
+    width: int = 128
+    batch_size: int = 32
+    workers: int = 2
+    flip: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Any, **overrides: Any) -> ClipSpec:
+        """The test clips of a run: ``eval.seq_len``, the training frame size, ``eval.batch_size``, ``data.workers``,
+        ``eval.flip`` of a :class:`~cmft.config.Config` or of the config dict a checkpoint holds; keyword
+        arguments replace fields (``None`` keeps the config's value)."""
+        if not isinstance(cfg, Config):
+            cfg = config_from_dict(cfg)
+        spec = cls(cfg.eval.seq_len, cfg.data.height, cfg.data.width, cfg.eval.batch_size, cfg.data.workers, cfg.eval.flip)
+        return dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def build_test_loader(tracklets: Sequence[Tracklet], spec: ClipSpec = ClipSpec()) -> DataLoader:
+    """Test clips (first frame of each chunk) of one modality, in tracklet order, as ``spec`` makes them."""
     mods: set[Modality] = {t.modality for t in tracklets}
     if len(mods) != 1:
         raise ValueError(f"a test loader takes tracklets of one modality, got {sorted(mods)}")
-    ds = ClipDataset(tracklets, seq_len, height, width, "test")
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, **_worker_kwargs(workers))
+    ds = ClipDataset(tracklets, spec.seq_len, spec.height, spec.width, "test")
+    return DataLoader(ds, batch_size=spec.batch_size, shuffle=False, **_worker_kwargs(spec.workers))

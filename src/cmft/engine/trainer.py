@@ -23,7 +23,6 @@ from torch.nn.parallel import DistributedDataParallel
 from cmft.config import Config, config_from_dict, save_config
 from cmft.data.datasets.registry import load_dataset
 from cmft.data.loader import build_train_loader
-from cmft.data.transforms import ClipAugment
 from cmft.data.types import VIDataset
 from cmft.devices import resolve_device
 from cmft.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -189,10 +188,7 @@ def train(
     if dataset is None:
         dataset = load_dataset(cfg.data.dataset, cfg.data.root, trial=cfg.data.trial, mode=cfg.data.search_mode,
                                skip_missing=cfg.data.skip_missing)
-    d = cfg.data
-    loader = build_train_loader(dataset, d.seq_len, d.height, d.width, d.num_ids, d.num_instances, d.workers,
-                                cfg.train.seed, dist_info.world_size, dist_info.rank,
-                                augment=ClipAugment(gray_p=d.gray_p, channel_p=d.channel_p))
+    loader = build_train_loader(dataset, cfg.data, cfg.train.seed, dist_info.world_size, dist_info.rank)
     steps_per_epoch = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader), cfg.train.max_steps_per_epoch)
 
     # model, optimiser, precision

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from cmft.data.loader import build_test_loader
+from cmft.data.loader import ClipSpec, build_test_loader
 from cmft.data.types import DIRECTIONS, Direction, Modality, Tracklet, VIDataset
 
 EmbedFn = Callable[[torch.Tensor, Modality], torch.Tensor]
@@ -28,30 +26,6 @@ class Embeddings:
     camids: np.ndarray
 
 
-@dataclass(frozen=True)
-class ClipSpec:
-    """How test clips are made: frames per clip, frame size, batch, loader workers, flip averaging."""
-
-    seq_len: int = 6
-    height: int = 256
-    width: int = 128
-    batch_size: int = 32
-    workers: int = 2
-    flip: bool = False
-
-    @classmethod
-    def from_config(cls, cfg: Any, **overrides: Any) -> ClipSpec:
-        """The test clips of a run: ``eval.seq_len``, the training frame size, ``eval.batch_size``, ``data.workers``,
-        ``eval.flip`` of a :class:`~cmft.config.Config` or of the config dict a checkpoint holds; keyword
-        arguments replace fields (``None`` keeps the config's value)."""
-        from cmft.config import Config, config_from_dict
-
-        if not isinstance(cfg, Config):
-            cfg = config_from_dict(cfg)
-        spec = cls(cfg.eval.seq_len, cfg.data.height, cfg.data.width, cfg.eval.batch_size, cfg.data.workers, cfg.eval.flip)
-        return dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None})
-
-
 @torch.no_grad()
 def extract_embeddings(
     embed: EmbedFn,
@@ -64,7 +38,7 @@ def extract_embeddings(
     if not tracklets:
         raise ValueError("no tracklets to embed")
     modality = tracklets[0].modality
-    loader = build_test_loader(tracklets, spec.seq_len, spec.height, spec.width, spec.batch_size, spec.workers)
+    loader = build_test_loader(tracklets, spec)
     feats: list[torch.Tensor] = []
     done = 0
     for batch in loader:
