@@ -20,14 +20,14 @@ def test_paths_match_evaluation_embeddings(tiny_checkpoint: Path, vcm4: Path) ->
     ds = load_hitsz_vcm(vcm4, splits=("test",))
     ex = Extractor(tiny_checkpoint, device="cpu", batch_size=2)
     assert (ex.height, ex.width, ex.seq_len) == (64, 32, 3)
-    got = ex([list(t.paths) for t in ds.query_ir], "ir")
+    got = ex([list(t.paths) for t in ds.test_ir], "ir")
     model = model_from_checkpoint(tiny_checkpoint)
-    ref = extract_embeddings(model.embed, ds.query_ir, ClipSpec(3, 64, 32, 4, 0)).feats
+    ref = extract_embeddings(model.embed, ds.test_ir, ClipSpec(3, 64, 32, 4, 0)).feats
     ref = torch.nn.functional.normalize(ref, dim=1).numpy()
     assert got.shape == ref.shape and got.dtype == np.float32
     assert np.allclose(got, ref, atol=1e-5)
     assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
-    assert np.allclose(ex(ds.query_ir, "ir"), got, atol=1e-6)  # Tracklet objects too
+    assert np.allclose(ex(ds.test_ir, "ir"), got, atol=1e-6)  # Tracklet objects too
 
 
 def test_folder_array_tensor_forms_agree(tiny_checkpoint: Path, tmp_path: Path) -> None:

@@ -52,8 +52,8 @@ def test_loader_matches_reference(golden: Path) -> None:
     q, g = ds.split("rgb2ir")
     assert _as_golden(q, root) == ref["v2t_query_RGB"]
     assert _as_golden(g, root) == ref["v2t_gallery_IR"]
-    assert len({t.pid for t in ds.query_ir}) == ref["num_query_pids"]
-    assert len({t.pid for t in ds.gallery_rgb}) == ref["num_gallery_pids"]
+    assert len({t.pid for t in ds.test_ir}) == ref["num_query_pids"]
+    assert len({t.pid for t in ds.test_rgb}) == ref["num_gallery_pids"]
 
 
 def test_tiny_tree_counts_and_paths(tiny_vcm: Path) -> None:
@@ -63,7 +63,7 @@ def test_tiny_tree_counts_and_paths(tiny_vcm: Path) -> None:
     assert s["query"] == {"ids": 2, "rgb_tracklets": 0, "rgb_frames": 0, "ir_tracklets": 2, "ir_frames": 28}
     assert s["gallery"] == {"ids": 2, "rgb_tracklets": 2, "rgb_frames": 27, "ir_tracklets": 0, "ir_frames": 0}
     assert ds.train_pid_map == {2: 0, 5: 1, 9: 2}
-    for t in ds.train + ds.query_ir + ds.gallery_rgb:
+    for t in ds.train + ds.test_ir + ds.test_rgb:
         assert all(Path(p).is_file() for p in t.paths)
     # frames stay in file order
     first = ds.train_of("rgb")[1]
@@ -80,7 +80,7 @@ def test_release_layout_with_train_and_test_folders(tiny_vcm: Path, tmp_path: Pa
         shutil.copytree(tiny_vcm / f"{pid:04d}", split_root / "Test" / f"{pid:04d}")
     ds = load_hitsz_vcm(split_root)
     assert dataset_summary(ds) == dataset_summary(merged)
-    assert "Train" in ds.train[0].paths[0] and "Test" in ds.query_ir[0].paths[0]
+    assert "Train" in ds.train[0].paths[0] and "Test" in ds.test_ir[0].paths[0]
 
 
 def _corrupt(root: Path, name: str, text: str) -> None:

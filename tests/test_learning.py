@@ -56,7 +56,7 @@ def _floors(dataset: VIDataset) -> dict[str, float]:
     chance = {d: [] for d in desc}
     for _ in range(5):
         sets = {m: Embeddings(torch.randn(len(ts), 64, generator=g), np.array([t.pid for t in ts]), np.array([t.camid for t in ts]))
-                for m, ts in (("ir", dataset.query_ir), ("rgb", dataset.gallery_rgb))}
+                for m, ts in (("ir", dataset.test_ir), ("rgb", dataset.test_rgb))}
         for d, m in score_directions(sets).items():
             chance[d].append(m["mAP"])
     return {d: 100 * max(desc[d]["mAP"], float(np.mean(chance[d]))) for d in desc}

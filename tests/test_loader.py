@@ -73,10 +73,21 @@ def test_train_loader_batches(tiny_vcm: Path, workers: int) -> None:
 
 def test_test_loader_keeps_order_and_modality(tiny_vcm: Path) -> None:
     ds = load_hitsz_vcm(tiny_vcm)
-    loader = build_test_loader(ds.query_ir, ClipSpec(seq_len=6, height=32, width=16, batch_size=1, workers=0))
+    loader = build_test_loader(ds.test_ir, ClipSpec(seq_len=6, height=32, width=16, batch_size=1, workers=0))
     items = list(loader)
     assert [int(b["index"]) for b in items] == [0, 1]
-    assert [int(b["pid"]) for b in items] == [t.pid for t in ds.query_ir]
+    assert [int(b["pid"]) for b in items] == [t.pid for t in ds.test_ir]
     assert items[0]["clip"].shape == (1, 6, 3, 32, 16)
     with pytest.raises(ValueError, match="one modality"):
-        build_test_loader(ds.query_ir + ds.gallery_rgb)
+        build_test_loader(ds.test_ir + ds.test_rgb)
+
+
+def test_test_sets_are_named_by_modality(vcm4) -> None:
+    """``test_ir`` / ``test_rgb`` are the infrared and visible test sets; the old names still read, with a warning."""
+    ds = load_hitsz_vcm(vcm4)
+    assert {t.modality for t in ds.test_ir} == {"ir"} and {t.modality for t in ds.test_rgb} == {"rgb"}
+    assert ds.split("ir2rgb") == (ds.test_ir, ds.test_rgb) and ds.split("rgb2ir") == (ds.test_rgb, ds.test_ir)
+    with pytest.warns(DeprecationWarning, match="test_ir"):
+        assert ds.query_ir == ds.test_ir
+    with pytest.warns(DeprecationWarning, match="test_rgb"):
+        assert ds.gallery_rgb == ds.test_rgb

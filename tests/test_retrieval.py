@@ -17,11 +17,11 @@ def test_extract_embeddings_order_labels_and_flip(tiny_vcm: Path) -> None:
     ds = load_hitsz_vcm(tiny_vcm)
     spec = ClipSpec(seq_len=4, height=32, width=16, batch_size=1, workers=0)
     calls: list[tuple[int, int]] = []
-    e = extract_embeddings(GreyMotionDescriptor((4, 2)), ds.gallery_rgb, spec, progress=lambda d, t: calls.append((d, t)))
+    e = extract_embeddings(GreyMotionDescriptor((4, 2)), ds.test_rgb, spec, progress=lambda d, t: calls.append((d, t)))
     assert e.feats.shape == (2, 16)
-    assert e.pids.tolist() == [t.pid for t in ds.gallery_rgb] and e.camids.tolist() == [t.camid for t in ds.gallery_rgb]
+    assert e.pids.tolist() == [t.pid for t in ds.test_rgb] and e.camids.tolist() == [t.camid for t in ds.test_rgb]
     assert calls == [(1, 2), (2, 2)]
-    flipped = extract_embeddings(GreyMotionDescriptor((4, 2)), ds.gallery_rgb, ClipSpec(4, 32, 16, 1, 0, flip=True))
+    flipped = extract_embeddings(GreyMotionDescriptor((4, 2)), ds.test_rgb, ClipSpec(4, 32, 16, 1, 0, flip=True))
     assert not torch.allclose(flipped.feats, e.feats)
 
 
@@ -36,8 +36,8 @@ def test_directions_swap_query_and_gallery(tiny_vcm: Path) -> None:
 
     res = evaluate_directions(embed, ds, spec)
     assert set(res) == {"ir2rgb", "rgb2ir"} and seen == ["ir", "rgb"]  # each set embedded once
-    ir = extract_embeddings(GreyMotionDescriptor((4, 2)), ds.query_ir, spec)
-    rgb = extract_embeddings(GreyMotionDescriptor((4, 2)), ds.gallery_rgb, spec)
+    ir = extract_embeddings(GreyMotionDescriptor((4, 2)), ds.test_ir, spec)
+    rgb = extract_embeddings(GreyMotionDescriptor((4, 2)), ds.test_rgb, spec)
     expect = evaluate_features(rgb.feats, ir.feats, rgb.pids, ir.pids, rgb.camids, ir.camids, protocol="hitsz_vcm")
     np.testing.assert_allclose(res["rgb2ir"]["cmc"], expect["cmc"])
     assert res["rgb2ir"]["mAP"] == expect["mAP"]

@@ -30,7 +30,7 @@ def test_synth_reader_loader_round_trip(tmp_path: Path) -> None:
     batch = next(iter(loader))
     assert batch["rgb"].shape == batch["ir"].shape == (4, 4, 3, 32, 16)
     assert batch["label"].tolist()[0::2] == batch["label"].tolist()[1::2]  # K=2 consecutive pairs per id
-    test = next(iter(build_test_loader(ds.query_ir, ClipSpec(seq_len=6, height=32, width=16, batch_size=3, workers=0))))
+    test = next(iter(build_test_loader(ds.test_ir, ClipSpec(seq_len=6, height=32, width=16, batch_size=3, workers=0))))
     assert test["clip"].shape == (3, 6, 3, 32, 16)
 
 

@@ -424,5 +424,5 @@ def test_image_datasets_index_every_test_image_once(tmp_path: Path) -> None:
     assert all((i["modality"] == "ir") == (i["camera"] in (3, 6)) and i["pid"] in test_ids for i in items)
     name, items = dataset_items(write_regdb_tree(tmp_path / "regdb"))
     ds = load_regdb(tmp_path / "regdb", trial=1)
-    assert name == "regdb" and [i["key"] for i in items] == [t.paths[0] for t in ds.query_ir + ds.gallery_rgb]
+    assert name == "regdb" and [i["key"] for i in items] == [t.paths[0] for t in ds.test_ir + ds.test_rgb]
     assert {(i["modality"], i["camera"]) for i in items} == {("ir", 2), ("rgb", 1)}

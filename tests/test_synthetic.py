@@ -125,8 +125,8 @@ def test_reader_loads_it(small: tuple[Path, dict]) -> None:
     ds = load_hitsz_vcm(root)
     assert len(ds.train_of("ir")) == summary["train"]["ir"]["tracklets"]
     assert len(ds.train_of("rgb")) == summary["train"]["rgb"]["tracklets"]
-    assert len(ds.query_ir) == summary["query"] and len(ds.gallery_rgb) == summary["gallery"]
-    assert ds.num_train_pids == 4 and {t.modality for t in ds.query_ir} == {"ir"}
+    assert len(ds.test_ir) == summary["query"] and len(ds.test_rgb) == summary["gallery"]
+    assert ds.num_train_pids == 4 and {t.modality for t in ds.test_ir} == {"ir"}
 
 
 def test_image_modes(small: tuple[Path, dict]) -> None:

@@ -200,25 +200,25 @@ def test_load_sysu_mm01(sysu: Path) -> None:
     train_ids = sorted(TRAIN_IDS + VAL_IDS)
     assert ds.train_pid_map == {p: i for i, p in enumerate(train_ids)} == {2: 0, 4: 1, 6: 2, 7: 3, 9: 4}
     assert len(ds.train) == sum(n for (p, _), n in counts.items() if p in train_ids)
-    assert all(len(t) == 1 for t in ds.train + ds.query_ir + ds.gallery_rgb)
+    assert all(len(t) == 1 for t in ds.train + ds.test_ir + ds.test_rgb)
     for t in ds.train:
         rel = Path(t.paths[0]).relative_to(sysu).parts
         assert rel[0] == f"cam{t.camid}" and int(rel[1]) == train_ids[t.pid]
         assert t.modality == ("ir" if t.camid in (3, 6) else "rgb")
     assert {t.modality for t in ds.train} == {"rgb", "ir"}
     assert ds.num_train_pids == 5
-    assert [(str(Path(t.paths[0]).relative_to(sysu)), t.pid, t.camid) for t in ds.query_ir] == sysu_query(sysu)
-    assert [(str(Path(t.paths[0]).relative_to(sysu)), t.pid, t.camid) for t in ds.gallery_rgb] == sysu_gallery(
+    assert [(str(Path(t.paths[0]).relative_to(sysu)), t.pid, t.camid) for t in ds.test_ir] == sysu_query(sysu)
+    assert [(str(Path(t.paths[0]).relative_to(sysu)), t.pid, t.camid) for t in ds.test_rgb] == sysu_gallery(
         sysu, "indoor", 4)
-    assert {t.modality for t in ds.query_ir} == {"ir"} and {t.modality for t in ds.gallery_rgb} == {"rgb"}
-    assert {t.pid for t in ds.query_ir} == set(TEST_IDS)  # original ids
+    assert {t.modality for t in ds.test_ir} == {"ir"} and {t.modality for t in ds.test_rgb} == {"rgb"}
+    assert {t.pid for t in ds.test_ir} == set(TEST_IDS)  # original ids
     q, g = ds.split("rgb2ir")
-    assert q is ds.gallery_rgb and g is ds.query_ir
-    assert len(load_sysu_mm01(sysu, shots=10).gallery_rgb) == len(sysu_gallery(sysu, "all", 0, 10))
+    assert q is ds.test_rgb and g is ds.test_ir
+    assert len(load_sysu_mm01(sysu, shots=10).test_rgb) == len(sysu_gallery(sysu, "all", 0, 10))
 
-    batch = next(iter(build_test_loader(ds.query_ir, ClipSpec(seq_len=1, height=16, width=8, batch_size=4, workers=0))))
+    batch = next(iter(build_test_loader(ds.test_ir, ClipSpec(seq_len=1, height=16, width=8, batch_size=4, workers=0))))
     assert batch["clip"].shape == (4, 1, 3, 16, 8)
-    assert batch["pid"].tolist() == [t.pid for t in ds.query_ir[:4]]
+    assert batch["pid"].tolist() == [t.pid for t in ds.test_ir[:4]]
 
 
 def test_sysu_ignores_non_images(tmp_path: Path) -> None:
@@ -349,22 +349,22 @@ def test_load_regdb_trials(regdb: Path) -> None:
         assert (ds.name, ds.protocol) == ("regdb", "regdb")
         assert ds.train_pid_map == {10: 0, 20: 1, 30: 2}
         assert len(ds.train_of("rgb")) == 9 and len(ds.train_of("ir")) == 6
-        assert len(ds.query_ir) == 6 and len(ds.gallery_rgb) == 9
-        assert all(len(t) == 1 for t in ds.train + ds.query_ir + ds.gallery_rgb)
+        assert len(ds.test_ir) == 6 and len(ds.test_rgb) == 9
+        assert all(len(t) == 1 for t in ds.train + ds.test_ir + ds.test_rgb)
         assert {(t.modality, t.camid) for t in ds.train} == {("rgb", 1), ("ir", 2)}
-        assert {(t.modality, t.camid) for t in ds.query_ir} == {("ir", 2)}
-        assert {(t.modality, t.camid) for t in ds.gallery_rgb} == {("rgb", 1)}
+        assert {(t.modality, t.camid) for t in ds.test_ir} == {("ir", 2)}
+        assert {(t.modality, t.camid) for t in ds.test_rgb} == {("rgb", 1)}
         # train labels relabelled, and each label's images belong to one person in both modalities
         for t in ds.train:
             assert Path(t.paths[0]).parent.name == str(train_pids[t.pid])
-        assert [t.pid for t in ds.query_ir] == [0, 0, 1, 1, 2, 2]
-        assert [Path(t.paths[0]).parent.name for t in ds.query_ir] == [str(p) for p in test_pids for _ in range(2)]
-        assert Path(ds.query_ir[0].paths[0]) == regdb / _regdb_name("Thermal", test_pids[0], 0)
-        assert Path(ds.gallery_rgb[-1].paths[0]) == regdb / _regdb_name("Visible", test_pids[-1], 2)
+        assert [t.pid for t in ds.test_ir] == [0, 0, 1, 1, 2, 2]
+        assert [Path(t.paths[0]).parent.name for t in ds.test_ir] == [str(p) for p in test_pids for _ in range(2)]
+        assert Path(ds.test_ir[0].paths[0]) == regdb / _regdb_name("Thermal", test_pids[0], 0)
+        assert Path(ds.test_rgb[-1].paths[0]) == regdb / _regdb_name("Visible", test_pids[-1], 2)
         q, g = ds.split("rgb2ir")
         assert {t.modality for t in q} == {"rgb"} and {t.modality for t in g} == {"ir"}
-    assert load_regdb(regdb, 1).query_ir != load_regdb(regdb, 2).query_ir
-    batch = next(iter(build_test_loader(ds.query_ir, ClipSpec(seq_len=1, height=16, width=8, batch_size=4, workers=0))))
+    assert load_regdb(regdb, 1).test_ir != load_regdb(regdb, 2).test_ir
+    batch = next(iter(build_test_loader(ds.test_ir, ClipSpec(seq_len=1, height=16, width=8, batch_size=4, workers=0))))
     assert batch["clip"].shape == (4, 1, 3, 16, 8)
 
 

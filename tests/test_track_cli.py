@@ -78,10 +78,10 @@ def test_track_exports_a_dataset_that_cmft_eval_reads(tmp_path: Path, tiny_check
     r = runner.invoke(app, ["track", str(PETS / "vtest.avi"), "--camera", "2", "--modality", "ir", *common])
     assert r.exit_code == 0, r.output
     ds = load_hitsz_vcm(out, splits=("test",))
-    assert len(ds.query_ir) >= 5 and len(ds.gallery_rgb) >= 5
-    assert {t.camid for t in ds.query_ir} == {2} and {t.camid for t in ds.gallery_rgb} == {1}
-    assert all(12 <= len(t.paths) <= 24 for t in ds.query_ir + ds.gallery_rgb)
-    assert {t.pid for t in ds.query_ir} & {t.pid for t in ds.gallery_rgb}  # ground-truth identities shared across cameras
+    assert len(ds.test_ir) >= 5 and len(ds.test_rgb) >= 5
+    assert {t.camid for t in ds.test_ir} == {2} and {t.camid for t in ds.test_rgb} == {1}
+    assert all(12 <= len(t.paths) <= 24 for t in ds.test_ir + ds.test_rgb)
+    assert {t.pid for t in ds.test_ir} & {t.pid for t in ds.test_rgb}  # ground-truth identities shared across cameras
     manifest = json.loads((out / "manifest.json").read_text())
     rec = manifest["tracklets"][0]
     assert rec["label"] == "ground-truth" and all(f % 2 == 0 for f in rec["frames"])  # 10 fps -> every 2nd frame (5 fps)
@@ -91,7 +91,7 @@ def test_track_exports_a_dataset_that_cmft_eval_reads(tmp_path: Path, tiny_check
     assert h > w and h < 360
     r = runner.invoke(app, ["info", str(out), "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["query"]["ir_tracklets"] == len(ds.query_ir)
+    assert json.loads(r.stdout)["query"]["ir_tracklets"] == len(ds.test_ir)
     r = runner.invoke(app, ["eval", str(tiny_checkpoint), "--data", str(out), "--workers", "0", "--json"])
     assert r.exit_code == 0, r.output
     metrics = json.loads(r.stdout)

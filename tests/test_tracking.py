@@ -201,10 +201,10 @@ def test_export_writes_hitsz_vcm_and_appends_without_collisions(tmp_path: Path) 
     s2 = export_dataset(root, [_fake_source(tmp_path, "c", 1, "ir", [1])])
     assert s2.pids == [4]
     ds = load_hitsz_vcm(root, splits=("test",))
-    assert sorted((t.pid, t.camid, t.modality) for t in ds.gallery_rgb) == [(1, 1, "rgb"), (2, 1, "rgb")]
-    assert sorted((t.pid, t.camid, t.modality) for t in ds.query_ir) == [(3, 2, "ir"), (4, 1, "ir")]
-    assert all(len(t.paths) == 14 and all(Path(p).is_file() for p in t.paths) for t in ds.gallery_rgb + ds.query_ir)
-    crop = cv2.imread(ds.gallery_rgb[0].paths[0])
+    assert sorted((t.pid, t.camid, t.modality) for t in ds.test_rgb) == [(1, 1, "rgb"), (2, 1, "rgb")]
+    assert sorted((t.pid, t.camid, t.modality) for t in ds.test_ir) == [(3, 2, "ir"), (4, 1, "ir")]
+    assert all(len(t.paths) == 14 and all(Path(p).is_file() for p in t.paths) for t in ds.test_rgb + ds.test_ir)
+    crop = cv2.imread(ds.test_rgb[0].paths[0])
     assert crop.shape[:2] == (50, 20)  # the box, cut from the frame
     manifest = json.loads((root / "manifest.json").read_text())
     assert len(manifest["runs"]) == 2 and len(manifest["tracklets"]) == 4
@@ -215,7 +215,7 @@ def test_export_writes_hitsz_vcm_and_appends_without_collisions(tmp_path: Path) 
     # train split: appended to the train files, queries untouched
     export_dataset(root, [_fake_source(tmp_path, "d", 3, "rgb", [1]), _fake_source(tmp_path, "e", 3, "ir", [2])], split="train")
     full = load_hitsz_vcm(root)
-    assert len(full.train) == 2 and len(full.query_ir) == 2
+    assert len(full.train) == 2 and len(full.test_ir) == 2
 
 
 def test_export_failures_leave_the_dataset_as_it_was(tmp_path: Path) -> None:

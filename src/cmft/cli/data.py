@@ -86,7 +86,7 @@ def baseline(
     if as_json:
         print(json.dumps(jsonable_metrics(results), indent=2))
         return
-    n_ids = len({t.pid for t in ds.gallery_rgb})
+    n_ids = len({t.pid for t in ds.test_rgb})
     console.print(_metrics_table(results, f"grey-motion descriptor (no training) on {root}"))
     console.print(f"chance Rank-1 is about {100 / n_ids:.1f}% ({n_ids} gallery identities)")
 

@@ -96,7 +96,7 @@ def demo(
     spec = ClipSpec.from_config(cfg)
     with _progress() as p:
         floor = score_directions(embed_test_sets(GreyMotionDescriptor(), dataset, spec, progress=lambda n: _task_callback(p, f"descriptor: {n}")))
-    n_ids = len({t.pid for t in dataset.gallery_rgb})
+    n_ids = len({t.pid for t in dataset.test_rgb})
     results: dict[str, dict] = {}
     bests: dict[str, Path] = {}
     for name, vcfg in configs.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -35,17 +36,30 @@ class Tracklet:
 class VIDataset:
     """A cross-modal video re-ID dataset: a training set and the two test sets.
 
-    ``query_ir`` and ``gallery_rgb`` are the infrared->visible protocol sets; the
-    visible->infrared protocol swaps them (see :meth:`split`).
+    ``test_ir`` and ``test_rgb`` are the infrared and the visible test tracklets. Each direction uses
+    both: infrared->visible queries ``test_ir`` against ``test_rgb``, visible->infrared the reverse
+    (see :meth:`split`).
     """
 
     name: str
     root: Path
     train: list[Tracklet]
-    query_ir: list[Tracklet]
-    gallery_rgb: list[Tracklet]
+    test_ir: list[Tracklet]
+    test_rgb: list[Tracklet]
     train_pid_map: dict[int, int] = field(default_factory=dict)  # original pid -> label
     protocol: str = "hitsz_vcm"  # the evaluation rule (cmft.evaluation.protocols): hitsz_vcm, sysu or regdb
+
+    @property
+    def query_ir(self) -> list[Tracklet]:
+        """Deprecated name of :attr:`test_ir` (it is the query set of one direction only); kept for one release."""
+        warnings.warn("VIDataset.query_ir is now VIDataset.test_ir", DeprecationWarning, stacklevel=2)
+        return self.test_ir
+
+    @property
+    def gallery_rgb(self) -> list[Tracklet]:
+        """Deprecated name of :attr:`test_rgb`; kept for one release."""
+        warnings.warn("VIDataset.gallery_rgb is now VIDataset.test_rgb", DeprecationWarning, stacklevel=2)
+        return self.test_rgb
 
     @property
     def num_train_pids(self) -> int:
@@ -57,7 +71,7 @@ class VIDataset:
     def split(self, direction: Direction = "ir2rgb") -> tuple[list[Tracklet], list[Tracklet]]:
         """(query, gallery) for a protocol direction: ``ir2rgb`` (infrared query) or ``rgb2ir``."""
         if direction == "ir2rgb":
-            return self.query_ir, self.gallery_rgb
+            return self.test_ir, self.test_rgb
         if direction == "rgb2ir":
-            return self.gallery_rgb, self.query_ir
+            return self.test_rgb, self.test_ir
         raise ValueError(f"unknown direction {direction!r}; choose one of {DIRECTIONS}")

@@ -155,7 +155,7 @@ def evaluate_model(
     state = (random.getstate(), np.random.get_state())
     sets = {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for name, tracklets in (("ir", dataset.query_ir), ("rgb", dataset.gallery_rgb)):
+        for name, tracklets in (("ir", dataset.test_ir), ("rgb", dataset.test_rgb)):
             part = extract_embeddings(embed, shard(tracklets, dist_info), spec, device)
             feats = gather_shards(part.feats, len(tracklets), dist_info)
             sets[name] = Embeddings(feats, np.array([t.pid for t in tracklets]), np.array([t.camid for t in tracklets]))

@@ -247,8 +247,8 @@ def report_visuals(
             parts.append("## Embedding space\n\nIdentities (colour) in both modalities (circle visible, triangle infrared): "
                          "same-colour markers far apart are the modality gap.\n\n![embedding](embedding.png)\n")
     if model is not None and spec is not None and isinstance(getattr(model, "fusion", None), CMFTCascade):
-        gallery_by_pid = {t.pid: t for t in reversed(dataset.gallery_rgb)}
-        pair = next(((q, gallery_by_pid[q.pid]) for q in dataset.query_ir if q.pid in gallery_by_pid), None)
+        gallery_by_pid = {t.pid: t for t in reversed(dataset.test_rgb)}
+        pair = next(((q, gallery_by_pid[q.pid]) for q in dataset.test_ir if q.pid in gallery_by_pid), None)
         if pair is not None and _draw(failed, "attention.png", _attention_picture, model, spec, pair, out / "attention.png"):
             parts.append("## Cross-attention\n\nA visible clip and an infrared clip of the same person: where the "
                          "visible tokens attend in the infrared frames (CCF, eq. 5).\n\n![attention](attention.png)\n")

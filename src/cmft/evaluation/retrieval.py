@@ -69,8 +69,8 @@ def embed_test_sets(
     ``progress(name)`` may return a per-set progress callback.
     """
     return {
-        "ir": extract_embeddings(embed, dataset.query_ir, spec, device, progress and progress("infrared tracklets")),
-        "rgb": extract_embeddings(embed, dataset.gallery_rgb, spec, device, progress and progress("visible tracklets")),
+        "ir": extract_embeddings(embed, dataset.test_ir, spec, device, progress and progress("infrared tracklets")),
+        "rgb": extract_embeddings(embed, dataset.test_rgb, spec, device, progress and progress("visible tracklets")),
     }
 
 

@@ -190,7 +190,7 @@ def dataset_items(root: str | os.PathLike[str], dataset: str = "auto") -> tuple[
         from cmft.data.datasets.hitsz_vcm import load_hitsz_vcm
 
         ds = load_hitsz_vcm(root, splits=("test",))
-        tracklets = ds.query_ir + ds.gallery_rgb
+        tracklets = ds.test_ir + ds.test_rgb
         records = _export_records(root)
     elif name == "sysu_mm01":
         from cmft.data.datasets.sysu_mm01 import sysu_gallery, sysu_query, sysu_tracklets
@@ -202,7 +202,7 @@ def dataset_items(root: str | os.PathLike[str], dataset: str = "auto") -> tuple[
         from cmft.data.datasets.regdb import load_regdb
 
         ds = load_regdb(root, trial=1)
-        tracklets = ds.query_ir + ds.gallery_rgb
+        tracklets = ds.test_ir + ds.test_rgb
     else:
         raise ValueError(f"unknown dataset {name!r}; choose one of: auto, hitsz_vcm, sysu_mm01, regdb")
     items, seen = [], set()

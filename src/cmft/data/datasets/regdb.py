@@ -66,7 +66,7 @@ def load_regdb(root: str | Path, trial: int = 1, check_files: bool = True) -> VI
 
     * train: the train visible + train thermal lists; both must hold the same label set, relabelled
       0..N-1 in sorted order (``train_pid_map``: file label -> label);
-    * ``query_ir``: the test thermal list, ``gallery_rgb``: the test visible list, with the labels of the
+    * ``test_ir``: the test thermal list, ``test_rgb``: the test visible list, with the labels of the
       files as pids;
     * visible images are ``rgb`` with camera id 1, thermal images ``ir`` with camera id 2.
 

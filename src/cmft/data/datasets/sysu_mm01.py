@@ -211,7 +211,7 @@ def load_sysu_mm01(root: str | Path, mode: str = "all", trial: int = 0, shots: i
     * train: every image of the train + val ids (as is customary) in all six cameras, order id, camera,
       file; modality by camera; ids relabelled 0..N-1 in sorted order (``train_pid_map``). A train/val
       id without any image is skipped with a warning; an id in both train/val and test is an error.
-    * ``query_ir``: :func:`sysu_query`; ``gallery_rgb``: :func:`sysu_gallery` (``mode``, ``trial``,
+    * ``test_ir``: :func:`sysu_query`; ``test_rgb``: :func:`sysu_gallery` (``mode``, ``trial``,
       ``shots``); original pids and camera ids.
     """
     _check_mode(mode)
