@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from cmft.data.datasets.hitsz_vcm import load_hitsz_vcm
-from cmft.data.datasets.synth_render import Pattern, camera_look, luminance, make_rng, render_tracklet, sample_appearance
+from cmft.data.datasets.synth_people import Pattern, luminance, make_rng, sample_appearance
+from cmft.data.datasets.synth_render import camera_look, render_tracklet
 from cmft.data.datasets.synthetic import SynthConfig, generate_synthetic, identity_parameters, plan_tracklets
 
 SMALL = SynthConfig(ids=8, train_ids=4, height=64, width=32, lookalike_fraction=0.5, max_frames=16, workers=1)

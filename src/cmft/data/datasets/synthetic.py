@@ -19,16 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cmft.data.datasets.synth_render import (
-    IR_LOOKS,
-    MODALITY_CODE,
-    Identity,
-    camera_look,
-    make_rng,
-    render_tracklet,
-    sample_appearance,
-    sample_gait,
-)
+from cmft.data.datasets.synth_people import Identity, make_rng, sample_appearance, sample_gait
+from cmft.data.datasets.synth_render import IR_LOOKS, MODALITY_CODE, camera_look, render_tracklet
 
 __all__ = ["SynthConfig", "TrackletPlan", "generate_synthetic", "identity_parameters", "plan_tracklets"]
 
