@@ -83,6 +83,14 @@ def test_layouts_are_detected(tmp_path: Path) -> None:
         detect_dataset(tmp_path / "other")
     with pytest.raises(ValueError, match="unknown dataset 'mars'"):
         load_dataset("mars", tmp_path / "sysu")
+    with pytest.raises(ValueError, match=r"unknown dataset option\(s\) \['trail'\]; valid: \['trial'"):
+        load_dataset("auto", tmp_path / "regdb", trail=2)
+    from cmft.data.datasets.registry import DatasetOptions
+
+    # one table, one signature: the options object and its fields as keywords read the same
+    a = load_dataset("regdb", tmp_path / "regdb", DatasetOptions(trial=2))
+    b = load_dataset("auto", tmp_path / "regdb", trial=2)
+    assert a.test_ir == b.test_ir and a.train == b.train
 
 
 def test_sysu_ten_draws_equal_per_draw_evaluation(tmp_path: Path) -> None:

@@ -59,20 +59,11 @@ def _load_data(root: Path, dataset: str = "auto", skip_missing: bool = False, ch
     """Load any supported dataset, or exit with its error. HITSZ-VCM: by default every split whose name list has
     frames (a ``cmft track`` export may hold only the test split)."""
     from cmft.data.errors import DatasetFormatError
-    from cmft.data.datasets.registry import detect_dataset, load_dataset
+    from cmft.data.datasets.registry import load_dataset
 
     try:
-        name = detect_dataset(root) if dataset == "auto" else dataset
-        options: dict[str, Any] = {}
-        if name == "hitsz_vcm":
-            if splits is None:
-                present = tuple(s for s in ("train", "test") if (root / "info" / f"{s}_name.txt").is_file()
-                                and (root / "info" / f"{s}_name.txt").stat().st_size > 0)
-                splits = present or ("train", "test")
-            options = {"check_files": check_files, "splits": splits}
-        elif name == "regdb":
-            options = {"check_files": check_files}
-        return load_dataset(name, root, trial=trial, mode=mode, skip_missing=skip_missing, **options)
+        return load_dataset(dataset, root, skip_missing=skip_missing, check_files=check_files, splits=splits, trial=trial,
+                            mode=mode)
     except (DatasetFormatError, ValueError) as e:
         _fail(str(e))
 

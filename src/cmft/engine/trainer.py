@@ -187,7 +187,7 @@ def train(
     # data
     if dataset is None:
         dataset = load_dataset(cfg.data.dataset, cfg.data.root, trial=cfg.data.trial, mode=cfg.data.search_mode,
-                               skip_missing=cfg.data.skip_missing)
+                               skip_missing=cfg.data.skip_missing, splits=("train", "test"))
     loader = build_train_loader(dataset, cfg.data, cfg.train.seed, dist_info.world_size, dist_info.rank)
     steps_per_epoch = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader), cfg.train.max_steps_per_epoch)
 

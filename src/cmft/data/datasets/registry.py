@@ -7,6 +7,9 @@ RegDB (``idx/`` + ``Visible``/``Thermal``) trees alike; every reader returns a :
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +36,59 @@ def detect_dataset(root: str | Path) -> str:
     )
 
 
-def load_dataset(name: str, root: str | Path, *, trial: int | None = None, mode: str = "all",
-                 skip_missing: bool = False, **options: Any) -> VIDataset:
-    """Read ``root`` as dataset ``name`` (or ``"auto"``). ``trial``: SYSU-MM01 gallery draw (default 0) or RegDB
-    split (default 1); ``mode``: SYSU-MM01 all / indoor search; other ``options`` go to the reader."""
+@dataclass(frozen=True)
+class DatasetOptions:
+    """Everything a reader can be asked, in one place; each reader takes the options that apply to it."""
+
+    trial: int | None = None  # SYSU-MM01: gallery draw (default 0); RegDB: split 1..10 (default 1)
+    mode: str = "all"  # SYSU-MM01: all or indoor search
+    shots: int = 1  # SYSU-MM01: gallery images per identity and camera
+    skip_missing: bool = False  # HITSZ-VCM: drop listed frames missing on disk instead of failing
+    check_files: bool = True  # HITSZ-VCM, RegDB: every listed frame must exist
+    splits: tuple[str, ...] | None = None  # HITSZ-VCM: None = each split whose name list is not empty
+
+
+def _hitsz_vcm(root: Path, o: DatasetOptions) -> VIDataset:
+    from cmft.data.datasets.hitsz_vcm import load_hitsz_vcm
+
+    splits = o.splits
+    if splits is None:  # a `cmft track` export may hold only the test split
+        present = tuple(s for s in ("train", "test") if (root / "info" / f"{s}_name.txt").is_file()
+                        and (root / "info" / f"{s}_name.txt").stat().st_size > 0)
+        splits = present or ("train", "test")
+    return load_hitsz_vcm(root, check_files=o.check_files, skip_missing=o.skip_missing, splits=splits)
+
+
+def _sysu_mm01(root: Path, o: DatasetOptions) -> VIDataset:
+    from cmft.data.datasets.sysu_mm01 import load_sysu_mm01
+
+    return load_sysu_mm01(root, mode=o.mode, trial=0 if o.trial is None else o.trial, shots=o.shots)
+
+
+def _regdb(root: Path, o: DatasetOptions) -> VIDataset:
+    from cmft.data.datasets.regdb import load_regdb
+
+    return load_regdb(root, trial=1 if o.trial is None else o.trial, check_files=o.check_files)
+
+
+# the dataset table: name -> reader, every reader called as reader(root, options)
+READERS: dict[str, Callable[[Path, DatasetOptions], VIDataset]] = {
+    "hitsz_vcm": _hitsz_vcm, "sysu_mm01": _sysu_mm01, "regdb": _regdb,
+}
+assert tuple(READERS) == DATASETS
+
+
+def load_dataset(name: str, root: str | Path, options: DatasetOptions | None = None, **fields: Any) -> VIDataset:
+    """Read ``root`` as dataset ``name`` (or ``"auto"``: from the folder's layout). ``options`` (or its fields
+    as keywords: ``trial``, ``mode``, ``shots``, ``skip_missing``, ``check_files``, ``splits``) say what to read;
+    see :class:`DatasetOptions`."""
+    try:
+        opts = dataclasses.replace(options or DatasetOptions(), **fields)
+    except TypeError:
+        valid = [f.name for f in dataclasses.fields(DatasetOptions)]
+        raise ValueError(f"unknown dataset option(s) {sorted(set(fields) - set(valid))}; valid: {valid}") from None
     if name == "auto":
         name = detect_dataset(root)
-    if name == "hitsz_vcm":
-        from cmft.data.datasets.hitsz_vcm import load_hitsz_vcm
-
-        return load_hitsz_vcm(root, skip_missing=skip_missing, **options)
-    if name == "sysu_mm01":
-        from cmft.data.datasets.sysu_mm01 import load_sysu_mm01
-
-        return load_sysu_mm01(root, mode=mode, trial=0 if trial is None else trial, **options)
-    if name == "regdb":
-        from cmft.data.datasets.regdb import load_regdb
-
-        return load_regdb(root, trial=1 if trial is None else trial, **options)
-    raise ValueError(f"unknown dataset {name!r}; choose one of: auto, {', '.join(DATASETS)}")
+    if name not in READERS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of: auto, {', '.join(DATASETS)}")
+    return READERS[name](Path(root), opts)
