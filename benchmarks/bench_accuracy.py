@@ -2,16 +2,17 @@
 
 Every variant trains the demo recipe (``cmft demo``'s config) at one fixed, small budget on one
 synthetic near-infrared set, for several seeds, and reports both directions' Rank-1 and mAP as mean
-+- sd. Each finished run is kept (``OUT/results/<study>__<variant>__s<seed>.json``, written atomically),
++- sd. Each finished run is kept (``OUT/results/<settings hash>__s<seed>.json``, written atomically),
 so an interrupted benchmark resumes where it stopped; ``--write-md`` puts the table and a plot in
 BENCHMARKS.md.
 
     python benchmarks/bench_accuracy.py --out out/bench_accuracy                # Table 2 and tracklet length, 3 seeds
     python benchmarks/bench_accuracy.py --studies table5 levers --seeds 3 --write-md
 
-A result is keyed by its study, variant, seed and a hash of everything else that decides it (the
-data: a synthetic set's config, else its folder; the budget; the variant's overrides), so a rerun
-with another budget never reuses old numbers, and a moved output folder still resumes.
+A result is keyed by its seed and a hash of everything that decides it (the data: a synthetic set's
+config, else its folder; the resolved run config), so a rerun with another budget never reuses old
+numbers, a moved output folder still resumes, and variants that resolve to the same run (the levers'
+reference, Table 2's CCF dual-branch, T=4) train once.
 """
 
 from __future__ import annotations
@@ -67,25 +68,35 @@ TITLES = {"table2": "Paper Table 2: fusion", "length": "Tracklet length (frames 
 DIRS = (("ir2rgb", "IR->RGB"), ("rgb2ir", "RGB->IR"))
 
 
-def run_one(data: Path, out: Path, study: str, variant: str, seed: int, budget: list[str]) -> dict:
-    """Train and evaluate one (variant, seed) unless its result file exists; returns the result."""
-    from cmft.atomic import write_text_atomic
+def _resolved(data: Path, seed: int, budget: list[str], overrides: list[str]) -> tuple[object, str]:
+    """The run's config and the key of its result: a hash of everything that decides the result (the data,
+    named by a synthetic set's config so that the key survives a move, and the resolved config without its
+    paths), so two variants that resolve to the same run (the levers' reference and Table 2's CCF
+    dual-branch, say) share one result."""
     from cmft.config import load_config
+
+    cfg_path = Path(str(resources.files("cmft") / "configs" / "demo_cpu.yaml"))
+    cfg = load_config(cfg_path, [f"data.root={data}", f"train.seed={seed}", "train.eval_every=0", *budget, *overrides])
+    marker = Path(data) / "synth_config.json"
+    data_id = json.loads(marker.read_text()).get("config") if marker.exists() else str(Path(data).resolve())
+    settings = cfg.to_dict()
+    settings["data"].pop("root")
+    digest = hashlib.sha1(json.dumps([data_id, settings], sort_keys=True).encode()).hexdigest()[:12]
+    return cfg, f"{digest}__s{seed}"
+
+
+def run_one(data: Path, out: Path, study: str, variant: str, seed: int, budget: list[str]) -> dict:
+    """Train and evaluate one (variant, seed) unless a run with the same settings has a result; returns the result."""
+    from cmft.atomic import write_text_atomic
     from cmft.data.datasets.registry import load_dataset
     from cmft.engine.trainer import train
 
-    marker = Path(data) / "synth_config.json"  # a synthetic set is named by its config, so the key survives a move
-    data_id = json.loads(marker.read_text()).get("config") if marker.exists() else str(Path(data).resolve())
-    settings = json.dumps([data_id, budget, STUDIES[study][variant]], sort_keys=True)
-    digest = hashlib.sha1(settings.encode()).hexdigest()[:10]
-    key = f"{study}__{variant.replace(' ', '_').replace('/', '_').replace('=', '')}__s{seed}__{digest}"
+    cfg, key = _resolved(data, seed, budget, STUDIES[study][variant])
     result_file = out / "results" / f"{key}.json"
     if result_file.exists():
-        return json.loads(result_file.read_text())
+        return {**json.loads(result_file.read_text()), "study": study, "variant": variant}
     run_dir = out / "runs" / key
     resume = (run_dir / "last.pt").exists()  # an interrupted run continues from its last finished epoch
-    cfg_path = Path(str(resources.files("cmft") / "configs" / "demo_cpu.yaml"))
-    cfg = load_config(cfg_path, [f"data.root={data}", f"train.seed={seed}", "train.eval_every=0", *budget, *STUDIES[study][variant]])
     t0 = time.perf_counter()
     res = train(cfg, run_dir, resume=resume, dataset=load_dataset("auto", data))
     last = res.last_eval
