@@ -35,7 +35,7 @@ from torch import nn
 
 from cmft.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize_clips
 from cmft.data.types import Modality
-from cmft.models.heads import pool_level
+from cmft.models.cmft import stream_embedding
 
 MEAN, STD = tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)
 INPUT_NAME, OUTPUT_NAME = "clips", "embedding"
@@ -76,8 +76,7 @@ class EmbeddingHead(nn.Module):
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         if clips.dim() != 5:
             raise ValueError(f"clips must be (B, T, 3, H, W), got shape {tuple(clips.shape)}")
-        feat = pool_level(self.stream.forward_levels(clips)[-1], self.pool)
-        return F.normalize(self.neck(feat), dim=1)
+        return F.normalize(stream_embedding(self.stream, self.pool, self.neck, clips), dim=1)
 
 
 # ----------------------------------------------------------------------------------------- sources and metadata

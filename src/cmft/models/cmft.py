@@ -18,6 +18,12 @@ from cmft.models.heads import POOLS, BNNeck, GeM, pool_level
 from cmft.models.heads import classifier as make_classifier
 
 
+def stream_embedding(stream: nn.Module, pool: nn.Module | None, neck: nn.Module, clips: torch.Tensor) -> torch.Tensor:
+    """One modality's retrieval embedding: the stream's last level, pooled (mean or GeM over T x h x w), through
+    its BN neck. The single definition used by :meth:`CMFT.embed` and by the exported heads."""
+    return neck(pool_level(stream.forward_levels(clips)[-1], pool))
+
+
 class CMFT(nn.Module):
     """Dual-stream video re-ID model with a configurable fusion (``none``, score, ``concat``, ``ccf``).
 
@@ -137,9 +143,11 @@ class CMFT(nn.Module):
         """The retrieval embedding of single-modality clips (the :data:`~cmft.evaluation.retrieval.EmbedFn` contract)."""
         if modality not in ("rgb", "ir"):
             raise ValueError(f"unknown modality {modality!r}; choose 'rgb' or 'ir'")
+        if clips.dim() != 5:
+            raise ValueError(f"{modality} clips must be (B, T, 3, H, W), got shape {tuple(clips.shape)}")
         was = self.training
         self.eval()
         try:
-            return self.forward(**{modality: clips})
+            return stream_embedding(getattr(self, modality), self.pool, getattr(self, f"neck_{modality}"), clips)
         finally:
             self.train(was)
