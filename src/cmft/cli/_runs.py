@@ -53,7 +53,8 @@ def _run_training(config: Any, run_dir: Path, resume: bool, dataset: Any = None)
 
 
 def _evaluate_checkpoint(
-    checkpoint: Path | dict, dataset: Any, spec: Any, report: Optional[Path] = None, title: str = "", extra: str = ""
+    checkpoint: Path | dict, dataset: Any, spec: Any, report: Optional[Path] = None, title: str = "", extra: str = "",
+    rerank: Any = None,
 ) -> dict[str, dict]:
     """Score both directions with a checkpoint (a path, or one already loaded) and optionally write the report;
     a report picture that fails is a warning, the metrics still count."""
@@ -66,7 +67,8 @@ def _evaluate_checkpoint(
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     with _progress() as p:
-        ev = evaluate_checkpoint(ckpt, dataset, spec, progress=lambda name: _task_callback(p, f"embedding {name}"))
+        ev = evaluate_checkpoint(ckpt, dataset, spec, progress=lambda name: _task_callback(p, f"embedding {name}"),
+                                 rerank=rerank)
     if report is not None:
         written = write_report(report, ev.results, dataset, ev.sets, title, ev.checkpoint, extra, ev.model, spec)
         _warn_pictures(written.failed)

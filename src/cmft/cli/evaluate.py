@@ -25,6 +25,10 @@ def eval_cmd(
     flip: Annotated[bool, typer.Option(help="average each clip with its mirror image")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print metrics as JSON")] = False,
     report: Annotated[Optional[Path], typer.Option(help="write a report (markdown, CMC curves, ranked lists) to this folder")] = None,
+    rerank: Annotated[bool, typer.Option("--rerank", help="k-reciprocal re-ranking (Zhong et al. 2017) of the distances")] = False,
+    k1: Annotated[int, typer.Option(help="re-ranking: k of the k-reciprocal neighbours")] = 20,
+    k2: Annotated[int, typer.Option(help="re-ranking: neighbours averaged in the local query expansion")] = 6,
+    lambda_value: Annotated[float, typer.Option("--lambda", help="re-ranking: weight of the original distance")] = 0.3,
 ) -> None:
     """Evaluate a checkpoint with the dataset's protocol: HITSZ-VCM and RegDB both directions; SYSU-MM01 all- and
     indoor-search, mean of the gallery draws. Rank-1/5/10/20, mAP, mINP."""
@@ -46,11 +50,20 @@ def eval_cmd(
     except ValueError as e:  # a ConfigError: the checkpoint's saved config does not read
         _fail(f"{checkpoint}: {e}")
     title = f"{checkpoint} on {data}"
+    reranking = None
+    if rerank:
+        from cmft.evaluation.reranking import Rerank
+
+        if k1 < 1 or k2 < 1 or not 0.0 <= lambda_value <= 1.0:
+            _fail(f"re-ranking needs --k1 >= 1, --k2 >= 1 and 0 <= --lambda <= 1; got {k1}, {k2}, {lambda_value}")
+        reranking = Rerank(k1, k2, lambda_value)
+        title += f", re-ranked (k1 {k1}, k2 {k2}, lambda {lambda_value})"
     if name == "sysu_mm01":
         try:
             with _progress() as p:
                 results = evaluate_sysu_checkpoint(ckpt, data, spec, trials, shots,
-                                                   progress=lambda name: _task_callback(p, f"embedding {name}"))
+                                                   progress=lambda name: _task_callback(p, f"embedding {name}"),
+                                                   rerank=reranking)
         except (DatasetFormatError, ValueError) as e:
             _fail(str(e))
         title += f" (mean of {trials} gallery draws, {'single' if shots == 1 else 'multi'}-shot)"
@@ -58,7 +71,7 @@ def eval_cmd(
             _warn_pictures(write_summary_report(report, results, title).failed)
     else:
         ds = _load_data(data, name, splits=("test",), trial=trial if trial is not None else cfg["data"].get("trial"))
-        results = _evaluate_checkpoint(ckpt, ds, spec, report, title)
+        results = _evaluate_checkpoint(ckpt, ds, spec, report, title, rerank=reranking)
     if as_json:
         print(json.dumps(jsonable_metrics(results), indent=2))
     else:

@@ -7,6 +7,8 @@ protocol's removal rule drops items (:mod:`cmft.evaluation.protocols`), and over
 * the i-th positive's rank r_i (1-based); a query with no positive left is invalid and not averaged;
 * AP = mean over positives of i / r_i; INP = (number of positives) / r_last (mINP, Ye et al. 2021);
 * CMC counts the first positive's rank, under SYSU-MM01 after keeping each gallery identity once.
+
+:func:`reference_rerank` is likewise the plain form of k-reciprocal re-ranking.
 """
 
 from __future__ import annotations
@@ -60,3 +62,40 @@ def reference_evaluate(
 ) -> dict:
     """CMC@1..max_rank, mAP, mINP and the valid-query count, as :func:`cmft.evaluation.evaluate` returns them."""
     return reference_per_query(distmat, q_pids, g_pids, q_camids, g_camids, protocol).summary(max_rank)
+
+
+def reference_rerank(q: np.ndarray, g: np.ndarray, k1: int = 20, k2: int = 6, lam: float = 0.3) -> np.ndarray:
+    """k-reciprocal re-ranking (Zhong et al. 2017) as the reference scripts write it: dense N x N matrices, one
+    row at a time, NumPy; the definition :func:`cmft.evaluation.rerank` computes in bounded memory."""
+    f = np.concatenate([q, g]).astype(np.float64)
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    f = f.astype(np.float32)
+    dist = np.maximum(2 - 2 * f @ f.T, 0).astype(np.float32)
+    dist = dist / dist.max(axis=1, keepdims=True)
+    n, nq = len(f), len(q)
+    rank = np.argsort(dist, axis=1, kind="stable")
+    v = np.zeros((n, n), np.float32)
+
+    def reciprocal(i: int, k: int) -> np.ndarray:
+        forward = rank[i, : k + 1]
+        backward = rank[forward, : k + 1]
+        return forward[np.where(backward == i)[0]]
+
+    half = int(np.around(k1 / 2.0))
+    for i in range(n):
+        r = reciprocal(i, k1)
+        expansion = r
+        for j in r:
+            rj = reciprocal(j, half)
+            if len(np.intersect1d(rj, r)) > 2.0 / 3 * len(rj):
+                expansion = np.append(expansion, rj)
+        expansion = np.unique(expansion)
+        w = np.exp(-dist[i, expansion])
+        v[i, expansion] = w / w.sum()
+    if k2 != 1:
+        v = np.stack([v[rank[i, :k2]].mean(axis=0) for i in range(n)])
+    jaccard = np.zeros((nq, n), np.float32)
+    for i in range(nq):
+        m = np.minimum(v[i][None, :], v).sum(axis=1)
+        jaccard[i] = 1 - m / (2 - m)
+    return (jaccard * (1 - lam) + dist[:nq] * lam)[:, nq:]

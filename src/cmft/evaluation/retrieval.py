@@ -10,6 +10,7 @@ import torch
 
 from cmft.data.loader import ClipSpec, build_test_loader
 from cmft.data.types import DIRECTIONS, Direction, Modality, Tracklet, VIDataset
+from cmft.evaluation.reranking import Rerank
 
 EmbedFn = Callable[[torch.Tensor, Modality], torch.Tensor]
 """``(clips (B, T, 3, H, W), modality) -> embeddings (B, D)``: a model in eval mode, or any descriptor."""
@@ -79,17 +80,25 @@ def protocol_directions(protocol: str) -> tuple[Direction, ...]:
     return ("ir2rgb",) if protocol == "sysu" else DIRECTIONS
 
 
+def score_pair(q: Embeddings, g: Embeddings, protocol: str = "hitsz_vcm", rerank: Rerank | None = None) -> dict:
+    """Metrics of queries ``q`` against gallery ``g``: cosine distance, or with ``rerank`` the k-reciprocal one."""
+    from cmft.evaluation.metrics import evaluate, evaluate_features
+
+    if rerank is None:
+        return evaluate_features(q.feats, g.feats, q.pids, g.pids, q.camids, g.camids, protocol=protocol)
+    return evaluate(rerank.distances(q.feats, g.feats), q.pids, g.pids, q.camids, g.camids, protocol=protocol)
+
+
 def score_directions(
-    sets: dict[str, Embeddings], directions: Sequence[Direction] | None = None, protocol: str = "hitsz_vcm"
+    sets: dict[str, Embeddings], directions: Sequence[Direction] | None = None, protocol: str = "hitsz_vcm",
+    rerank: Rerank | None = None,
 ) -> dict[str, dict]:
     """Metrics per direction (``ir2rgb``: infrared query -> visible gallery; ``rgb2ir``: the reverse) under a
-    protocol's rule (default directions: :func:`protocol_directions`)."""
-    from cmft.evaluation.metrics import evaluate_features
-
+    protocol's rule (default directions: :func:`protocol_directions`), optionally re-ranked."""
     out: dict[str, dict] = {}
     for d in directions or protocol_directions(protocol):
         q, g = (sets["ir"], sets["rgb"]) if d == "ir2rgb" else (sets["rgb"], sets["ir"])
-        out[d] = evaluate_features(q.feats, g.feats, q.pids, g.pids, q.camids, g.camids, protocol=protocol)
+        out[d] = score_pair(q, g, protocol, rerank)
     return out
 
 

@@ -15,7 +15,9 @@ import torch
 
 from cmft.data.types import VIDataset
 from cmft.devices import resolve_device
-from cmft.evaluation.retrieval import ClipSpec, EmbedFn, Embeddings, Progress, embed_test_sets, extract_embeddings, score_directions
+from cmft.evaluation.reranking import Rerank
+from cmft.evaluation.retrieval import (ClipSpec, EmbedFn, Embeddings, Progress, embed_test_sets, extract_embeddings,
+                                      score_directions, score_pair)
 
 SYSU_MODES = ("all", "indoor")
 
@@ -41,6 +43,7 @@ def evaluate_sysu(
     trials: Sequence[int] = range(10),
     shots: int = 1,
     progress: Callable[[str], Progress] | None = None,
+    rerank: Rerank | None = None,
 ) -> dict[str, dict[str, Any]]:
     """SYSU-MM01 infrared -> visible per search mode: ``{mode: {"mean": aggregate, "runs": [metrics per trial]}}``.
 
@@ -48,8 +51,6 @@ def evaluate_sysu(
     are embedded once as a union, then each trial is scored under the SYSU rule.
     """
     from cmft.data.datasets.sysu_mm01 import sysu_gallery, sysu_query, sysu_tracklets
-    from cmft.evaluation.metrics import evaluate_features
-
     root = Path(root)
     query = sysu_tracklets(root, sysu_query(root))
     draws = {(m, t): sysu_gallery(root, m, t, shots) for m in modes for t in trials}
@@ -61,9 +62,9 @@ def evaluate_sysu(
     for m in modes:
         runs = []
         for t in trials:
-            idx = torch.as_tensor([row[item] for item in draws[(m, t)]])
-            runs.append(evaluate_features(q.feats, g.feats[idx], q.pids, g.pids[idx.numpy()], q.camids, g.camids[idx.numpy()],
-                                          protocol="sysu"))
+            idx = np.array([row[item] for item in draws[(m, t)]])
+            drawn = Embeddings(g.feats[torch.from_numpy(idx)], g.pids[idx], g.camids[idx])
+            runs.append(score_pair(q, drawn, "sysu", rerank))
         out[m] = {"mean": aggregate_trials(runs), "runs": runs}
     return out
 
@@ -95,12 +96,14 @@ def evaluate_checkpoint(
     spec: ClipSpec = ClipSpec(),
     device: str | torch.device | None = None,
     progress: Callable[[str], Progress] | None = None,
+    rerank: Rerank | None = None,
 ) -> CheckpointEvaluation:
     """Embed both test sets with a checkpoint's model (a path, or a checkpoint already loaded) and score both
-    directions under the dataset's protocol. A missing or foreign checkpoint raises FileNotFoundError / ValueError."""
+    directions under the dataset's protocol (re-ranked with ``rerank``). A missing or foreign checkpoint raises
+    FileNotFoundError / ValueError."""
     ckpt, model, device = _checkpoint_model(checkpoint, device)
     sets = embed_test_sets(model.embed, dataset, spec, device, progress=progress)
-    return CheckpointEvaluation(score_directions(sets, protocol=dataset.protocol), sets, ckpt, model)
+    return CheckpointEvaluation(score_directions(sets, protocol=dataset.protocol, rerank=rerank), sets, ckpt, model)
 
 
 def evaluate_sysu_checkpoint(
@@ -111,11 +114,13 @@ def evaluate_sysu_checkpoint(
     shots: int = 1,
     device: str | torch.device | None = None,
     progress: Callable[[str], Progress] | None = None,
+    rerank: Rerank | None = None,
 ) -> dict[str, dict[str, Any]]:
     """A checkpoint's SYSU-MM01 rows, each the mean of the first ``trials`` gallery draws:
     ``{"all-search": aggregate, "indoor-search": aggregate}`` (see :func:`evaluate_sysu`)."""
     _, model, device = _checkpoint_model(checkpoint, device)
-    out = evaluate_sysu(model.embed, root, spec, device, trials=range(trials), shots=shots, progress=progress)
+    out = evaluate_sysu(model.embed, root, spec, device, trials=range(trials), shots=shots, progress=progress,
+                        rerank=rerank)
     return {f"{mode}-search": r["mean"] for mode, r in out.items()}
 
 
