@@ -29,6 +29,8 @@ class DataConfig:
     skip_missing: bool = False  # drop frames listed but missing on disk
     gray_p: float = 0.0  # probability of a grey RGB training clip (random grayscale, one draw per clip)
     channel_p: float = 0.0  # probability of an RGB training clip seen through one random channel (CAJL)
+    auxiliary: bool = False  # BUPTCampus: also train on train_auxiliary.txt
+    protocol: str | None = None  # BUPTCampus: buptcampus (the authors' rule) or buptcampus_m3reid
 
 
 @dataclass

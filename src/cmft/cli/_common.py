@@ -55,7 +55,8 @@ def _task_callback(progress: Any, description: str) -> Callable[[int, int], None
 
 
 def _load_data(root: Path, dataset: str = "auto", skip_missing: bool = False, check_files: bool = True,
-               splits: tuple[str, ...] | None = None, trial: int | None = None, mode: str = "all") -> Any:
+               splits: tuple[str, ...] | None = None, trial: int | None = None, mode: str = "all",
+               protocol: str | None = None) -> Any:
     """Load any supported dataset, or exit with its error. HITSZ-VCM: by default every split whose name list has
     frames (a ``cmft track`` export may hold only the test split)."""
     from cmft.data.errors import DatasetFormatError
@@ -63,7 +64,7 @@ def _load_data(root: Path, dataset: str = "auto", skip_missing: bool = False, ch
 
     try:
         return load_dataset(dataset, root, skip_missing=skip_missing, check_files=check_files, splits=splits, trial=trial,
-                            mode=mode)
+                            mode=mode, protocol=protocol)
     except (DatasetFormatError, ValueError) as e:
         _fail(str(e))
 
@@ -94,7 +95,10 @@ def _print_summary(ds: Any, title: str) -> None:
     table = Table(title=title)
     for col in ("split", "ids", "RGB tracklets", "IR tracklets", "RGB frames", "IR frames"):
         table.add_column(col, justify="right" if col != "split" else "left")
-    names = {"train": "train", "query": "query (IR)", "gallery": "gallery (RGB)"}
+    mixed = ds.num_query is not None  # query and gallery are sets of their own, each with both modalities
+    names = {"train": "train", "query": "query" if mixed else "query (IR)", "gallery": "gallery" if mixed else "gallery (RGB)",
+             "auxiliary": "auxiliary (train_auxiliary)"}
     for split, c in summary.items():
-        table.add_row(names[split], *(f"{c[k]:,}" for k in ("ids", "rgb_tracklets", "ir_tracklets", "rgb_frames", "ir_frames")))
+        if split in names:
+            table.add_row(names[split], *(f"{c[k]:,}" for k in ("ids", "rgb_tracklets", "ir_tracklets", "rgb_frames", "ir_frames")))
     console.print(table)

@@ -13,8 +13,8 @@ from cmft.cli._common import _fail, _load_data, _metrics_table, _print_summary, 
 
 
 def info(
-    root: Annotated[Path, typer.Argument(help="dataset root: HITSZ-VCM (info/), SYSU-MM01 (exp/, cam1..cam6) or RegDB (idx/, Visible, Thermal)")],
-    dataset: Annotated[str, typer.Option(help="auto (from the layout), hitsz_vcm, sysu_mm01 or regdb")] = "auto",
+    root: Annotated[Path, typer.Argument(help="dataset root: HITSZ-VCM (info/), SYSU-MM01 (exp/, cam1..cam6), RegDB (idx/, Visible, Thermal) or BUPTCampus (DATA/, data_paths.json)")],
+    dataset: Annotated[str, typer.Option(help="auto (from the layout), hitsz_vcm, sysu_mm01, regdb or buptcampus")] = "auto",
     trial: Annotated[Optional[int], typer.Option(help="RegDB split 1..10 / SYSU-MM01 gallery draw 0..9")] = None,
     mode: Annotated[str, typer.Option(help="SYSU-MM01 search mode: all or indoor")] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,

@@ -15,8 +15,9 @@ from cmft.cli._runs import _evaluate_checkpoint, _run_training
 def eval_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="a cmft checkpoint (last.pt / best.pt of a run)")],
     data: Annotated[Path, typer.Option(help="dataset root: HITSZ-VCM, SYSU-MM01 or RegDB layout")],
-    dataset: Annotated[str, typer.Option(help="auto (from the layout), hitsz_vcm, sysu_mm01 or regdb")] = "auto",
+    dataset: Annotated[str, typer.Option(help="auto (from the layout), hitsz_vcm, sysu_mm01, regdb or buptcampus")] = "auto",
     trial: Annotated[Optional[int], typer.Option(help="RegDB split 1..10 (default: the one the checkpoint trained on)")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help="BUPTCampus: buptcampus (the authors' rule: nothing removed, the default) or buptcampus_m3reid (same id and camera removed)")] = None,
     trials: Annotated[int, typer.Option(help="SYSU-MM01: gallery draws averaged (the protocol: 10)")] = 10,
     shots: Annotated[int, typer.Option(help="SYSU-MM01 gallery images per identity and camera: 1 (single-shot) or 10 (multi-shot)")] = 1,
     seq_len: Annotated[Optional[int], typer.Option(help="frames per test clip (default: the run's eval.seq_len)")] = None,
@@ -70,7 +71,8 @@ def eval_cmd(
         if report is not None:
             _warn_pictures(write_summary_report(report, results, title).failed)
     else:
-        ds = _load_data(data, name, splits=("test",), trial=trial if trial is not None else cfg["data"].get("trial"))
+        ds = _load_data(data, name, splits=("test",), trial=trial if trial is not None else cfg["data"].get("trial"),
+                        protocol=protocol)
         results = _evaluate_checkpoint(ckpt, ds, spec, report, title, rerank=reranking)
     if as_json:
         print(json.dumps(jsonable_metrics(results), indent=2))

@@ -40,15 +40,18 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.tracklets)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int, frames: Sequence[int] | None = None) -> dict:
+        """Tracklet ``index`` as a clip; ``frames`` fixes which frames (else drawn as ``mode`` samples them)."""
         t = self.tracklets[index]
-        idx = sample_frame_indices(len(t), self.seq_len, self.mode)
+        idx = sample_frame_indices(len(t), self.seq_len, self.mode) if frames is None else frames
         clip = self.transform(read_frames([t.paths[i] for i in idx], self.height, self.width))
         return {"clip": clip, "pid": t.pid, "camid": t.camid, "index": index}
 
 
 class CrossModalPairDataset(Dataset):
-    """Training pairs indexed by ``(rgb_index, ir_index)`` of one identity (see the sampler)."""
+    """Training pairs indexed by ``(rgb_index, ir_index)`` of one identity (see the sampler). With ``aligned``
+    the two tracklets are one moment seen by both sensors (BUPTCampus pairs) and their clips take the same
+    frame indices."""
 
     def __init__(
         self,
@@ -58,15 +61,21 @@ class CrossModalPairDataset(Dataset):
         height: int,
         width: int,
         augment: ClipAugment = ClipAugment(),
+        aligned: bool = False,
     ) -> None:
         self.rgb = ClipDataset(rgb, seq_len, height, width, "train", build_clip_transform("rgb", True, height, width, augment))
         self.ir = ClipDataset(ir, seq_len, height, width, "train", build_clip_transform("ir", True, height, width, augment))
+        self.aligned, self.seq_len = aligned, seq_len
 
     def __len__(self) -> int:
         return min(len(self.rgb), len(self.ir))
 
     def __getitem__(self, pair: tuple[int, int]) -> dict:
-        r, i = self.rgb[pair[0]], self.ir[pair[1]]
+        if self.aligned:
+            frames = sample_frame_indices(len(self.rgb.tracklets[pair[0]]), self.seq_len, "train")
+            r, i = self.rgb.__getitem__(pair[0], frames), self.ir.__getitem__(pair[1], frames)
+        else:
+            r, i = self.rgb[pair[0]], self.ir[pair[1]]
         if r["pid"] != i["pid"]:
             raise ValueError(f"pair {pair} mixes identities {r['pid']} (RGB) and {i['pid']} (IR)")
         return {"rgb": r["clip"], "ir": i["clip"], "label": r["pid"], "rgb_camid": r["camid"], "ir_camid": i["camid"]}
@@ -75,6 +84,20 @@ class CrossModalPairDataset(Dataset):
 def _worker_kwargs(workers: int) -> dict:
     # fresh workers each epoch: their seeds then follow the main RNG, so a resumed run draws the same frames
     return {"num_workers": workers, "pin_memory": torch.cuda.is_available()}
+
+
+def aligned_partners(dataset: VIDataset) -> list[int] | None:
+    """For a dataset whose training tracklets come in aligned pairs (:attr:`VIDataset.pairs`): the position in
+    ``train_of("ir")`` of each ``train_of("rgb")`` tracklet's IR twin; ``None`` when there are no pairs."""
+    if not dataset.pairs:
+        return None
+    position = {m: {k: n for n, k in enumerate(i for i, t in enumerate(dataset.train) if t.modality == m)} for m in ("rgb", "ir")}
+    partner: list[int | None] = [None] * len(position["rgb"])
+    for r, i in dataset.pairs:
+        partner[position["rgb"][r]] = position["ir"][i]
+    if any(p is None for p in partner):
+        raise ValueError(f"{dataset.name}: {partner.count(None)} RGB training tracklets have no IR twin in dataset.pairs")
+    return partner  # type: ignore[return-value]
 
 
 def build_train_loader(
@@ -95,9 +118,10 @@ def build_train_loader(
     d = data or DataConfig()
     augment = augment or ClipAugment(gray_p=d.gray_p, channel_p=d.channel_p)
     rgb, ir = dataset.train_of("rgb"), dataset.train_of("ir")
-    pairs = CrossModalPairDataset(rgb, ir, d.seq_len, d.height, d.width, augment)
+    partner = aligned_partners(dataset)
+    pairs = CrossModalPairDataset(rgb, ir, d.seq_len, d.height, d.width, augment, aligned=partner is not None)
     sampler = CrossModalIdentitySampler(
-        [t.pid for t in rgb], [t.pid for t in ir], d.num_ids, d.num_instances, seed, num_replicas, rank
+        [t.pid for t in rgb], [t.pid for t in ir], d.num_ids, d.num_instances, seed, num_replicas, rank, partner
     )
     return DataLoader(pairs, batch_size=d.num_ids * d.num_instances, sampler=sampler, drop_last=True, **_worker_kwargs(d.workers))
 

@@ -14,6 +14,7 @@ class CrossModalIdentitySampler(Sampler[tuple[int, int]]):
 
     A batch holds P distinct identities, K pairs each (RGB tracklet i and IR tracklet i share an
     identity), drawn without replacement when an identity has at least K tracklets of a modality.
+    With ``partner`` (RGB index -> IR index of aligned pairs) each RGB tracklet comes with its own IR twin.
     An epoch has ``min(#rgb, #ir) // (P * K)`` batches. Under DistributedDataParallel every rank
     builds the same epoch from ``seed + epoch`` and takes a disjoint share of the batches (rank and
     world size default to the initialised process group's); call :meth:`set_epoch` each epoch.
@@ -28,6 +29,7 @@ class CrossModalIdentitySampler(Sampler[tuple[int, int]]):
         seed: int = 0,
         num_replicas: int | None = None,
         rank: int | None = None,
+        partner: Sequence[int] | None = None,
     ) -> None:
         if num_replicas is None or rank is None:
             dist = torch.distributed
@@ -50,6 +52,7 @@ class CrossModalIdentitySampler(Sampler[tuple[int, int]]):
         self.num_ids, self.num_instances = num_ids, num_instances
         self.seed, self.epoch = seed, 0
         self.num_replicas, self.rank = num_replicas, rank
+        self.partner = None if partner is None else list(partner)  # rgb index -> its aligned IR twin
         total = min(len(rgb_labels), len(ir_labels)) // (num_ids * num_instances)
         self.batches_per_rank = total // num_replicas
         if self.batches_per_rank == 0:
@@ -95,7 +98,10 @@ class CrossModalIdentitySampler(Sampler[tuple[int, int]]):
             order.extend(held)
             batch = []
             for pid in ids:
-                batch.extend(zip(self._draw(self.rgb[pid], g), self._draw(self.ir[pid], g)))
+                if self.partner is None:
+                    batch.extend(zip(self._draw(self.rgb[pid], g), self._draw(self.ir[pid], g)))
+                else:  # aligned pairs: each RGB tracklet with its own IR twin
+                    batch.extend((r, self.partner[r]) for r in self._draw(self.rgb[pid], g))
             if b % self.num_replicas == self.rank:
                 out.append(batch)
         return out

@@ -8,11 +8,20 @@ from pathlib import Path
 from typing import Literal
 
 Modality = Literal["rgb", "ir"]
-Direction = Literal["ir2rgb", "rgb2ir"]
+Direction = Literal["ir2rgb", "rgb2ir", "ir2ir", "rgb2rgb"]
 
 MODALITIES: tuple[Modality, ...] = ("rgb", "ir")
 DIRECTIONS: tuple[Direction, ...] = ("ir2rgb", "rgb2ir")
-DIRECTION_TITLES: dict[str, str] = {"ir2rgb": "infrared -> visible", "rgb2ir": "visible -> infrared"}
+DIRECTION_TITLES: dict[str, str] = {"ir2rgb": "infrared -> visible", "rgb2ir": "visible -> infrared",
+                                     "ir2ir": "infrared -> infrared", "rgb2rgb": "visible -> visible"}
+
+
+def direction_modalities(direction: str) -> tuple[Modality, Modality]:
+    """``"ir2rgb"`` -> ``("ir", "rgb")``: the query and gallery modalities of a direction."""
+    q, sep, g = direction.partition("2")
+    if not sep or q not in MODALITIES or g not in MODALITIES:
+        raise ValueError(f"unknown direction {direction!r}; choose one of ir2rgb, rgb2ir, ir2ir, rgb2rgb")
+    return q, g  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,12 @@ class VIDataset:
     ``test_ir`` and ``test_rgb`` are the infrared and the visible test tracklets. Each direction uses
     both: infrared->visible queries ``test_ir`` against ``test_rgb``, visible->infrared the reverse
     (see :meth:`split`).
+
+    Datasets whose query and gallery are separate sets holding both modalities (BUPTCampus) give
+    ``num_query``: the first ``num_query["ir"]`` tracklets of ``test_ir`` (and ``num_query["rgb"]`` of
+    ``test_rgb``) are queries, the rest the gallery. ``pairs`` lists ``(rgb index, ir index)`` of training
+    tracklets that are one moment seen by both sensors, frame for frame (aligned RGB-IR cameras);
+    ``auxiliary`` holds extra training tracklets a dataset ships beside its training set.
     """
 
     name: str
@@ -48,6 +63,9 @@ class VIDataset:
     test_rgb: list[Tracklet]
     train_pid_map: dict[int, int] = field(default_factory=dict)  # original pid -> label
     protocol: str = "hitsz_vcm"  # the evaluation rule (cmft.evaluation.protocols): hitsz_vcm, sysu or regdb
+    num_query: dict[str, int] | None = None  # query tracklets at the head of test_ir / test_rgb (else all)
+    pairs: list[tuple[int, int]] = field(default_factory=list)  # aligned (rgb, ir) training tracklets
+    auxiliary: list[Tracklet] = field(default_factory=list)
 
     @property
     def query_ir(self) -> list[Tracklet]:
@@ -69,9 +87,12 @@ class VIDataset:
         return [t for t in self.train if t.modality == modality]
 
     def split(self, direction: Direction = "ir2rgb") -> tuple[list[Tracklet], list[Tracklet]]:
-        """(query, gallery) for a protocol direction: ``ir2rgb`` (infrared query) or ``rgb2ir``."""
-        if direction == "ir2rgb":
-            return self.test_ir, self.test_rgb
-        if direction == "rgb2ir":
-            return self.test_rgb, self.test_ir
-        raise ValueError(f"unknown direction {direction!r}; choose one of {DIRECTIONS}")
+        """(query, gallery) for a protocol direction: ``ir2rgb`` (infrared query), ``rgb2ir``, or, for datasets
+        with separate query and gallery sets, the same-modality ``ir2ir`` / ``rgb2rgb``."""
+        sets = {"ir": self.test_ir, "rgb": self.test_rgb}
+        q_mod, g_mod = direction_modalities(direction)
+        if self.num_query is None:
+            if q_mod == g_mod:
+                raise ValueError(f"{self.name} has no separate query and gallery sets: {direction!r} is not defined")
+            return sets[q_mod], sets[g_mod]
+        return sets[q_mod][: self.num_query[q_mod]], sets[g_mod][self.num_query[g_mod]:]

@@ -161,7 +161,7 @@ def evaluate_model(
             sets[name] = Embeddings(feats, np.array([t.pid for t in tracklets]), np.array([t.camid for t in tracklets]))
     random.setstate(state[0])
     np.random.set_state(state[1])
-    return score_directions(sets, protocol=dataset.protocol)
+    return score_directions(sets, protocol=dataset.protocol, num_query=dataset.num_query)
 
 
 def train(
@@ -187,7 +187,8 @@ def train(
     # data
     if dataset is None:
         dataset = load_dataset(cfg.data.dataset, cfg.data.root, trial=cfg.data.trial, mode=cfg.data.search_mode,
-                               skip_missing=cfg.data.skip_missing, splits=("train", "test"))
+                               skip_missing=cfg.data.skip_missing, splits=("train", "test"),
+                               auxiliary=cfg.data.auxiliary, protocol=cfg.data.protocol)
     loader = build_train_loader(dataset, cfg.data, cfg.train.seed, dist_info.world_size, dist_info.rank)
     steps_per_epoch = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader), cfg.train.max_steps_per_epoch)
 

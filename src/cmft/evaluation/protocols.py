@@ -63,6 +63,22 @@ PROTOCOLS: dict[str, Protocol] = {
         remove=None,
         summary="remove nothing",
     ),
+    "buptcampus": Protocol(
+        name="buptcampus",
+        needs_camids=False,
+        removes_non_matches=False,
+        dedup_identities_in_cmc=False,
+        remove=None,
+        summary="the BUPTCampus authors' rule: remove nothing (query and gallery are disjoint sets)",
+    ),
+    "buptcampus_m3reid": Protocol(
+        name="buptcampus_m3reid",
+        needs_camids=True,
+        removes_non_matches=False,
+        dedup_identities_in_cmc=False,
+        remove=_remove_same_pid_same_cam,
+        summary="M3-ReID's rule on BUPTCampus: remove gallery items with the same pid and camera as the query",
+    ),
 }
 
 

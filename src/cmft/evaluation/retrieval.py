@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from cmft.data.loader import ClipSpec, build_test_loader
-from cmft.data.types import DIRECTIONS, Direction, Modality, Tracklet, VIDataset
+from cmft.data.types import DIRECTIONS, Direction, Modality, Tracklet, VIDataset, direction_modalities
 from cmft.evaluation.reranking import Rerank
 
 EmbedFn = Callable[[torch.Tensor, Modality], torch.Tensor]
@@ -25,6 +25,10 @@ class Embeddings:
     feats: torch.Tensor
     pids: np.ndarray
     camids: np.ndarray
+
+    def __getitem__(self, rows: slice) -> Embeddings:
+        """The embeddings of a slice of the tracklets."""
+        return Embeddings(self.feats[rows], self.pids[rows], self.camids[rows])
 
 
 @torch.no_grad()
@@ -76,8 +80,13 @@ def embed_test_sets(
 
 
 def protocol_directions(protocol: str) -> tuple[Direction, ...]:
-    """The directions a protocol reports: SYSU-MM01 only infrared -> visible (its rule is about IR query cameras)."""
-    return ("ir2rgb",) if protocol == "sysu" else DIRECTIONS
+    """The directions a protocol reports: SYSU-MM01 only infrared -> visible (its rule is about IR query cameras);
+    BUPTCampus also the same-modality pairs its authors print."""
+    if protocol == "sysu":
+        return ("ir2rgb",)
+    if protocol.startswith("buptcampus"):
+        return (*DIRECTIONS, "ir2ir", "rgb2rgb")
+    return DIRECTIONS
 
 
 def score_pair(q: Embeddings, g: Embeddings, protocol: str = "hitsz_vcm", rerank: Rerank | None = None) -> dict:
@@ -91,13 +100,19 @@ def score_pair(q: Embeddings, g: Embeddings, protocol: str = "hitsz_vcm", rerank
 
 def score_directions(
     sets: dict[str, Embeddings], directions: Sequence[Direction] | None = None, protocol: str = "hitsz_vcm",
-    rerank: Rerank | None = None,
+    rerank: Rerank | None = None, num_query: dict[str, int] | None = None,
 ) -> dict[str, dict]:
     """Metrics per direction (``ir2rgb``: infrared query -> visible gallery; ``rgb2ir``: the reverse) under a
-    protocol's rule (default directions: :func:`protocol_directions`), optionally re-ranked."""
+    protocol's rule (default directions: :func:`protocol_directions`), optionally re-ranked. ``num_query``
+    (:attr:`VIDataset.num_query`) splits each modality's set into its queries and its gallery."""
     out: dict[str, dict] = {}
     for d in directions or protocol_directions(protocol):
-        q, g = (sets["ir"], sets["rgb"]) if d == "ir2rgb" else (sets["rgb"], sets["ir"])
+        q_mod, g_mod = direction_modalities(d)
+        q, g = sets[q_mod], sets[g_mod]
+        if num_query is not None:
+            q, g = q[: num_query[q_mod]], g[num_query[g_mod]:]
+        elif q_mod == g_mod:
+            raise ValueError(f"{d!r} needs separate query and gallery sets (num_query)")
         out[d] = score_pair(q, g, protocol, rerank)
     return out
 
@@ -111,4 +126,5 @@ def evaluate_directions(
     progress: Callable[[str], Progress] | None = None,
 ) -> dict[str, dict]:
     """Embed both test sets once and score each direction under the dataset's protocol (see :func:`score_directions`)."""
-    return score_directions(embed_test_sets(embed, dataset, spec, device, progress), directions, dataset.protocol)
+    return score_directions(embed_test_sets(embed, dataset, spec, device, progress), directions, dataset.protocol,
+                            num_query=dataset.num_query)

@@ -103,7 +103,7 @@ def evaluate_checkpoint(
     FileNotFoundError / ValueError."""
     ckpt, model, device = _checkpoint_model(checkpoint, device)
     sets = embed_test_sets(model.embed, dataset, spec, device, progress=progress)
-    return CheckpointEvaluation(score_directions(sets, protocol=dataset.protocol, rerank=rerank), sets, ckpt, model)
+    return CheckpointEvaluation(score_directions(sets, protocol=dataset.protocol, rerank=rerank, num_query=dataset.num_query), sets, ckpt, model)
 
 
 def evaluate_sysu_checkpoint(

@@ -1,7 +1,7 @@
 """The dataset readers by name, and which one a folder's layout calls for.
 
-``load_dataset("auto", root)`` reads HITSZ-VCM (``info/``), SYSU-MM01 (``exp/`` + ``cam1..cam6``) and
-RegDB (``idx/`` + ``Visible``/``Thermal``) trees alike; every reader returns a :class:`VIDataset` whose
+``load_dataset("auto", root)`` reads HITSZ-VCM (``info/``), SYSU-MM01 (``exp/`` + ``cam1..cam6``),
+RegDB (``idx/`` + ``Visible``/``Thermal``) and BUPTCampus (``DATA/`` + ``data_paths.json``) trees alike; every reader returns a :class:`VIDataset` whose
 ``protocol`` names its evaluation rule.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from cmft.data.errors import DatasetFormatError
 from cmft.data.types import VIDataset
 
-DATASETS = ("hitsz_vcm", "sysu_mm01", "regdb")
+DATASETS = ("hitsz_vcm", "sysu_mm01", "regdb", "buptcampus")
 
 
 def detect_dataset(root: str | Path) -> str:
@@ -24,6 +24,10 @@ def detect_dataset(root: str | Path) -> str:
     root = Path(root)
     if not root.is_dir():
         raise DatasetFormatError(f"{root}: dataset root is not a directory")
+    from cmft.data.datasets.buptcampus import is_buptcampus
+
+    if is_buptcampus(root):
+        return "buptcampus"
     if (root / "info").is_dir():
         return "hitsz_vcm"
     if (root / "exp").is_dir() and any((root / f"cam{c}").is_dir() for c in range(1, 7)):
@@ -32,7 +36,7 @@ def detect_dataset(root: str | Path) -> str:
         return "regdb"
     raise DatasetFormatError(
         f"{root}: not a known dataset layout: HITSZ-VCM has info/, SYSU-MM01 has exp/ and cam1..cam6/, "
-        "RegDB has idx/, Visible/ and Thermal/"
+        "RegDB has idx/, Visible/ and Thermal/, BUPTCampus has DATA/ and data_paths.json"
     )
 
 
@@ -46,6 +50,8 @@ class DatasetOptions:
     skip_missing: bool = False  # HITSZ-VCM: drop listed frames missing on disk instead of failing
     check_files: bool = True  # HITSZ-VCM, RegDB: every listed frame must exist
     splits: tuple[str, ...] | None = None  # HITSZ-VCM: None = each split whose name list is not empty
+    auxiliary: bool = False  # BUPTCampus: also train on train_auxiliary.txt
+    protocol: str | None = None  # BUPTCampus: buptcampus (the authors' rule, default) or buptcampus_m3reid
 
 
 def _hitsz_vcm(root: Path, o: DatasetOptions) -> VIDataset:
@@ -71,9 +77,15 @@ def _regdb(root: Path, o: DatasetOptions) -> VIDataset:
     return load_regdb(root, trial=1 if o.trial is None else o.trial, check_files=o.check_files)
 
 
+def _buptcampus(root: Path, o: DatasetOptions) -> VIDataset:
+    from cmft.data.datasets.buptcampus import load_buptcampus
+
+    return load_buptcampus(root, check_files=o.check_files, auxiliary=o.auxiliary, protocol=o.protocol or "buptcampus")
+
+
 # the dataset table: name -> reader, every reader called as reader(root, options)
 READERS: dict[str, Callable[[Path, DatasetOptions], VIDataset]] = {
-    "hitsz_vcm": _hitsz_vcm, "sysu_mm01": _sysu_mm01, "regdb": _regdb,
+    "hitsz_vcm": _hitsz_vcm, "sysu_mm01": _sysu_mm01, "regdb": _regdb, "buptcampus": _buptcampus,
 }
 assert tuple(READERS) == DATASETS
 
