@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cmft.evaluation import cosine_distance, evaluate, evaluate_features, per_query_metrics
+from cmft.evaluation.protocols import PROTOCOLS
 from cmft.evaluation.reference import reference_evaluate, reference_per_query
 
 from conftest import GOLDEN  # noqa: E402
@@ -226,7 +227,7 @@ def _random_case(seed: int, nq: int = 23, ng: int = 90, n_ids: int = 6, ties: bo
     return dist, q_pids, g_pids, q_cams, g_cams
 
 
-@pytest.mark.parametrize("protocol", ["hitsz_vcm", "sysu", "regdb"])
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_reference_with_heavy_ties(protocol, seed):
     # seed 2 has ~45 positives per query (more than one binary-search table width of 32)
@@ -240,11 +241,11 @@ def test_infinite_distances_and_all_equal_rows():
     dist[:, ::3] = np.inf
     dist[:, 1::7] = -np.inf
     dist[4] = 0.0  # a whole row of ties
-    for protocol in ("hitsz_vcm", "sysu", "regdb"):
+    for protocol in sorted(PROTOCOLS):
         assert_matches_reference(per_query_metrics(dist, *ids, protocol=protocol), dist, *ids, protocol)
 
 
-@pytest.mark.parametrize("protocol", ["hitsz_vcm", "sysu", "regdb"])
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
 def test_chunk_size_invariance(protocol):
     dist, *ids = _random_case(3)
     results = [per_query_metrics(dist, *ids, protocol=protocol, chunk_size=cs) for cs in (1, 7, None, 10_000)]

@@ -15,10 +15,10 @@ from cmft.cli._runs import _evaluate_checkpoint, _run_training
 def eval_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="a cmft checkpoint (last.pt / best.pt of a run)")],
     data: Annotated[Path, typer.Option(help="dataset root: HITSZ-VCM, SYSU-MM01 or RegDB layout")],
-    dataset: Annotated[str, typer.Option(help="auto (from the layout), hitsz_vcm, sysu_mm01, regdb or buptcampus")] = "auto",
+    dataset: Annotated[str, typer.Option(help="auto (from the layout), hitsz_vcm, sysu_mm01, regdb, buptcampus or llcm")] = "auto",
     trial: Annotated[Optional[int], typer.Option(help="RegDB split 1..10 (default: the one the checkpoint trained on)")] = None,
     protocol: Annotated[Optional[str], typer.Option(help="BUPTCampus: buptcampus (the authors' rule: nothing removed, the default) or buptcampus_m3reid (same id and camera removed)")] = None,
-    trials: Annotated[int, typer.Option(help="SYSU-MM01: gallery draws averaged (the protocol: 10)")] = 10,
+    trials: Annotated[int, typer.Option(help="SYSU-MM01, LLCM: gallery draws averaged (the protocol: 10)")] = 10,
     shots: Annotated[int, typer.Option(help="SYSU-MM01 gallery images per identity and camera: 1 (single-shot) or 10 (multi-shot)")] = 1,
     seq_len: Annotated[Optional[int], typer.Option(help="frames per test clip (default: the run's eval.seq_len)")] = None,
     batch_size: Annotated[int, typer.Option(help="clips per forward pass")] = 32,
@@ -59,7 +59,19 @@ def eval_cmd(
             _fail(f"re-ranking needs --k1 >= 1, --k2 >= 1 and 0 <= --lambda <= 1; got {k1}, {k2}, {lambda_value}")
         reranking = Rerank(k1, k2, lambda_value)
         title += f", re-ranked (k1 {k1}, k2 {k2}, lambda {lambda_value})"
-    if name == "sysu_mm01":
+    if name == "llcm":
+        from cmft.evaluation.trials import evaluate_llcm_checkpoint
+
+        try:
+            with _progress() as p:
+                results = evaluate_llcm_checkpoint(ckpt, data, spec, trials, progress=lambda n: _task_callback(p, f"embedding {n}"),
+                                                   rerank=reranking)
+        except (DatasetFormatError, ValueError) as e:
+            _fail(str(e))
+        title += f" (mean of {trials} gallery draws)"
+        if report is not None:
+            _warn_pictures(write_summary_report(report, results, title).failed)
+    elif name == "sysu_mm01":
         try:
             with _progress() as p:
                 results = evaluate_sysu_checkpoint(ckpt, data, spec, trials, shots,

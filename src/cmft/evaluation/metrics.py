@@ -360,10 +360,11 @@ class _Context:
         # Items of the query's identity (kept positives and, under HITSZ, its same-camera items) are not
         # counted; under SYSU neither are the removed items of other identities.
         counted = None
-        if proto.removes_non_matches:
-            assert q_cams is not None and self.g_cams is not None and proto.remove is not None
+        if proto.removes_non_matches or proto.dedup_identities_in_cmc:
             counted = torch.ne(self.g_uid[None, :], q_uid[:, None], out=self._buffer("counted", shape, torch.bool, dev))
-            counted &= proto.remove(False, q_cams[:, None], self.g_cams[None, :]).logical_not_()
+            if proto.removes_non_matches:
+                assert q_cams is not None and self.g_cams is not None and proto.remove is not None
+                counted &= proto.remove(False, q_cams[:, None], self.g_cams[None, :]).logical_not_()
         # Rows without any own item get a harmless stand-in column: they have no positive, so are invalid.
         own_cols = torch.where(own_valid, own, own[:, :1]).clamp_max_(num_g - 1)
 

@@ -79,6 +79,14 @@ PROTOCOLS: dict[str, Protocol] = {
         remove=_remove_same_pid_same_cam,
         summary="M3-ReID's rule on BUPTCampus: remove gallery items with the same pid and camera as the query",
     ),
+    "llcm": Protocol(
+        name="llcm",
+        needs_camids=True,
+        removes_non_matches=False,
+        dedup_identities_in_cmc=True,
+        remove=_remove_same_pid_same_cam,
+        summary="LLCM (eval_llcm): remove gallery items with the same pid and camera; CMC counts each identity once",
+    ),
 }
 
 

@@ -26,8 +26,10 @@ class Embeddings:
     pids: np.ndarray
     camids: np.ndarray
 
-    def __getitem__(self, rows: slice) -> Embeddings:
-        """The embeddings of a slice of the tracklets."""
+    def __getitem__(self, rows: slice | np.ndarray) -> Embeddings:
+        """The embeddings of a slice (or an index array) of the tracklets."""
+        if isinstance(rows, np.ndarray):
+            return Embeddings(self.feats[torch.from_numpy(rows)], self.pids[rows], self.camids[rows])
         return Embeddings(self.feats[rows], self.pids[rows], self.camids[rows])
 
 

@@ -124,6 +124,50 @@ def evaluate_sysu_checkpoint(
     return {f"{mode}-search": r["mean"] for mode, r in out.items()}
 
 
+def evaluate_llcm(
+    embed: EmbedFn,
+    root: str | Path,
+    spec: ClipSpec = ClipSpec(seq_len=1, height=384, width=144),
+    device: str | torch.device = "cpu",
+    trials: Sequence[int] = range(10),
+    progress: Callable[[str], Progress] | None = None,
+    rerank: Rerank | None = None,
+) -> dict[str, dict[str, Any]]:
+    """LLCM both directions over its gallery draws: ``{direction: {"mean": aggregate, "runs": [metrics per draw]}}``.
+
+    Every test image of each modality is embedded once: it is a query of its direction, and the draws of
+    the other direction's gallery are subsets of it."""
+    from cmft.data.datasets.llcm import llcm_draws
+    from cmft.data.types import direction_modalities
+
+    queries, draws = llcm_draws(root, range(min(trials), max(trials) + 1))
+    sets = {m: extract_embeddings(embed, queries[m], spec, device, progress and progress(f"{name} test images"))
+            for m, name in (("ir", "infrared"), ("rgb", "visible"))}
+    row = {m: {t.paths[0]: i for i, t in enumerate(queries[m])} for m in sets}
+    out: dict[str, dict[str, Any]] = {}
+    for d in ("ir2rgb", "rgb2ir"):
+        q_mod, g_mod = direction_modalities(d)
+        runs = [score_pair(sets[q_mod], sets[g_mod][np.array([row[g_mod][g.paths[0]] for g in draws[t][g_mod]])],
+                           "llcm", rerank) for t in trials]
+        out[d] = {"mean": aggregate_trials(runs), "runs": runs}
+    return out
+
+
+def evaluate_llcm_checkpoint(
+    checkpoint: str | Path | dict[str, Any],
+    root: str | Path,
+    spec: ClipSpec,
+    trials: int = 10,
+    device: str | torch.device | None = None,
+    progress: Callable[[str], Progress] | None = None,
+    rerank: Rerank | None = None,
+) -> dict[str, dict[str, Any]]:
+    """A checkpoint's LLCM rows, each direction the mean of the first ``trials`` gallery draws."""
+    _, model, device = _checkpoint_model(checkpoint, device)
+    out = evaluate_llcm(model.embed, root, spec, device, range(trials), progress, rerank)
+    return {d: r["mean"] for d, r in out.items()}
+
+
 REGDB_SPLITS = range(1, 11)
 TrainRun = Callable[[Any, Path, bool, VIDataset], object]
 """``(config, run folder, resume, dataset) -> anything``: trains (or resumes) one run."""

@@ -1,7 +1,8 @@
 """The dataset readers by name, and which one a folder's layout calls for.
 
 ``load_dataset("auto", root)`` reads HITSZ-VCM (``info/``), SYSU-MM01 (``exp/`` + ``cam1..cam6``),
-RegDB (``idx/`` + ``Visible``/``Thermal``) and BUPTCampus (``DATA/`` + ``data_paths.json``) trees alike; every reader returns a :class:`VIDataset` whose
+RegDB (``idx/`` + ``Visible``/``Thermal``), BUPTCampus (``DATA/`` + ``data_paths.json``) and LLCM (``idx/`` +
+``test_vis``/``test_nir``) trees alike; every reader returns a :class:`VIDataset` whose
 ``protocol`` names its evaluation rule.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 from cmft.data.errors import DatasetFormatError
 from cmft.data.types import VIDataset
 
-DATASETS = ("hitsz_vcm", "sysu_mm01", "regdb", "buptcampus")
+DATASETS = ("hitsz_vcm", "sysu_mm01", "regdb", "buptcampus", "llcm")
 
 
 def detect_dataset(root: str | Path) -> str:
@@ -25,9 +26,12 @@ def detect_dataset(root: str | Path) -> str:
     if not root.is_dir():
         raise DatasetFormatError(f"{root}: dataset root is not a directory")
     from cmft.data.datasets.buptcampus import is_buptcampus
+    from cmft.data.datasets.llcm import is_llcm
 
     if is_buptcampus(root):
         return "buptcampus"
+    if is_llcm(root):
+        return "llcm"
     if (root / "info").is_dir():
         return "hitsz_vcm"
     if (root / "exp").is_dir() and any((root / f"cam{c}").is_dir() for c in range(1, 7)):
@@ -36,7 +40,7 @@ def detect_dataset(root: str | Path) -> str:
         return "regdb"
     raise DatasetFormatError(
         f"{root}: not a known dataset layout: HITSZ-VCM has info/, SYSU-MM01 has exp/ and cam1..cam6/, "
-        "RegDB has idx/, Visible/ and Thermal/, BUPTCampus has DATA/ and data_paths.json"
+        "RegDB has idx/, Visible/ and Thermal/, BUPTCampus has DATA/ and data_paths.json, LLCM has idx/train_vis.txt, test_vis/ and test_nir/"
     )
 
 
@@ -44,7 +48,7 @@ def detect_dataset(root: str | Path) -> str:
 class DatasetOptions:
     """Everything a reader can be asked, in one place; each reader takes the options that apply to it."""
 
-    trial: int | None = None  # SYSU-MM01: gallery draw (default 0); RegDB: split 1..10 (default 1)
+    trial: int | None = None  # SYSU-MM01, LLCM: gallery draw (default 0); RegDB: split 1..10 (default 1)
     mode: str = "all"  # SYSU-MM01: all or indoor search
     shots: int = 1  # SYSU-MM01: gallery images per identity and camera
     skip_missing: bool = False  # HITSZ-VCM: drop listed frames missing on disk instead of failing
@@ -83,9 +87,15 @@ def _buptcampus(root: Path, o: DatasetOptions) -> VIDataset:
     return load_buptcampus(root, check_files=o.check_files, auxiliary=o.auxiliary, protocol=o.protocol or "buptcampus")
 
 
+def _llcm(root: Path, o: DatasetOptions) -> VIDataset:
+    from cmft.data.datasets.llcm import load_llcm
+
+    return load_llcm(root, trial=0 if o.trial is None else o.trial, check_files=o.check_files)
+
+
 # the dataset table: name -> reader, every reader called as reader(root, options)
 READERS: dict[str, Callable[[Path, DatasetOptions], VIDataset]] = {
-    "hitsz_vcm": _hitsz_vcm, "sysu_mm01": _sysu_mm01, "regdb": _regdb, "buptcampus": _buptcampus,
+    "hitsz_vcm": _hitsz_vcm, "sysu_mm01": _sysu_mm01, "regdb": _regdb, "buptcampus": _buptcampus, "llcm": _llcm,
 }
 assert tuple(READERS) == DATASETS
 

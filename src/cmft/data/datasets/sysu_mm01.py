@@ -88,6 +88,12 @@ def read_sysu_ids(root: str | Path, split: str) -> list[int]:
             f"{path}: missing. A SYSU-MM01 root holds exp/{{{','.join(f'{s}_id.txt' for s in ID_SPLITS)}}} "
             "beside cam1..cam6/"
         )
+    return read_id_list(path)
+
+
+def read_id_list(path: Path) -> list[int]:
+    """The comma-separated ids of an id file (SYSU-MM01's ``exp/*_id.txt``, LLCM's ``idx/test_id.txt``), in order;
+    a token that is not an integer, or an id listed twice, is a :class:`DatasetFormatError` naming ``file:line``."""
     ids: list[int] = []
     seen: set[int] = set()
     with open(path, encoding="utf-8") as fh:
@@ -109,7 +115,7 @@ def _id_folder(pid: int) -> str:
     return "%04d" % pid  # as the reference names the folders (and sorts these strings)
 
 
-def _list_images(folder: Path) -> list[str]:
+def list_images(folder: Path) -> list[str]:
     """Image file names of ``folder`` in sorted order ([] when the folder does not exist)."""
     try:
         names = os.listdir(folder)
@@ -120,7 +126,7 @@ def _list_images(folder: Path) -> list[str]:
 
 def _listing(root: Path, ids: Iterable[int], cams: Sequence[int]) -> dict[str, dict[int, list[str]]]:
     """``{pid folder: {cam: sorted image names}}`` for the ids in the reference's order (sorted strings)."""
-    return {sid: {c: _list_images(root / f"cam{c}" / sid) for c in cams} for sid in sorted(_id_folder(p) for p in ids)}
+    return {sid: {c: list_images(root / f"cam{c}" / sid) for c in cams} for sid in sorted(_id_folder(p) for p in ids)}
 
 
 def _test_listing(root: Path) -> dict[str, dict[int, list[str]]]:
