@@ -28,6 +28,7 @@ QUERY = [("20", "RGB", "G25", "1", 5), ("21", "IR", "LS3", "1", 6), ("22", "RGB"
 GALLERY = [("20", "IR", "LS3", "1", 6), ("20", "RGB", "LS3", "1", 6), ("21", "RGB", "G25", "2", 5),
            ("21", "IR", "G25", "2", 5), ("22", "RGB", "W4", "2", 7), ("22", "IR", "TSG1", "2", 7),
            ("20", "RGB", "G25", "2", 5)]
+TWINS = [("20", "IR", "G25", "1", 5), ("21", "RGB", "LS3", "1", 6)]  # the other sensor of two query moments, unlisted
 
 
 def write_buptcampus(root: Path, seed: int = 0) -> Path:
@@ -60,6 +61,8 @@ def write_buptcampus(root: Path, seed: int = 0) -> Path:
         for obj, mod, cam, tid, n in rows:
             tracklet(obj, mod, cam, tid, n)
             lines[name].append(f"{obj} {mod} {cam} {tid}")
+    for obj, mod, cam, tid, n in TWINS:
+        tracklet(obj, mod, cam, tid, n)
     (root / "data_paths.json").write_text(json.dumps(paths))
     for name, rows in lines.items():
         (root / name).write_text("\n".join(rows) + "\n")
@@ -120,6 +123,10 @@ def test_reader_matches_the_authors_loader(bupt: Path) -> None:
     assert {t.modality for t in q} == {"ir"} and {t.modality for t in g} == {"rgb"} and len(q) == 2 and len(g) == 4
     assert [len(s) for s in (*ds.split("rgb2ir"), *ds.split("ir2ir"), *ds.split("rgb2rgb"))] == [2, 3, 2, 3, 2, 4]
     assert ds.protocol == "buptcampus" and len(ds.auxiliary) == 4
+    # moments seen by both sensors (a listed line and its twin in data_paths.json), one pair a moment
+    pairs = {s: [(r.pid, r.camid, Path(r.paths[0]).parent.name, i.modality) for r, i in ds.test_pairs[s]] for s in ds.test_pairs}
+    assert pairs == {"query": [(20, 1, "G25", "ir"), (21, 0, "LS3", "ir")], "gallery": [(20, 0, "LS3", "ir"), (21, 1, "G25", "ir")]}
+    assert all(len(r.paths) == len(i.paths) and r.modality == "rgb" for s in ds.test_pairs for r, i in ds.test_pairs[s])
 
 
 def test_detection_data_folder_and_options(bupt: Path) -> None:
@@ -194,9 +201,10 @@ def test_info_train_eval_end_to_end(bupt: Path, tmp_path: Path) -> None:
     r = runner.invoke(app, ["eval", str(run / "last.pt"), "--data", str(bupt), "--json", "--workers", "0"])
     assert r.exit_code == 0, r.output
     metrics = json.loads(r.stdout)
-    assert set(metrics) == {"ir2rgb", "rgb2ir", "ir2ir", "rgb2rgb"}
+    assert set(metrics) == {"ir2rgb", "rgb2ir", "ir2ir", "rgb2rgb", "fused"}  # fused: pairs -> pairs
     assert all(0 <= m["mAP"] <= 1 and len(m["cmc"]) == 20 for m in metrics.values())
     assert metrics["ir2rgb"]["num_valid_queries"] == 2  # both IR queries have an RGB positive in the gallery
+    assert metrics["fused"]["num_valid_queries"] == 2
     # M3-ReID's rule drops same-id same-camera gallery items: query 22 (IR, W4) loses its only RGB positive (W4)
     r = runner.invoke(app, ["eval", str(run / "last.pt"), "--data", str(bupt), "--json", "--workers", "0",
                             "--protocol", "buptcampus_m3reid"])

@@ -13,7 +13,8 @@ Direction = Literal["ir2rgb", "rgb2ir", "ir2ir", "rgb2rgb"]
 MODALITIES: tuple[Modality, ...] = ("rgb", "ir")
 DIRECTIONS: tuple[Direction, ...] = ("ir2rgb", "rgb2ir")
 DIRECTION_TITLES: dict[str, str] = {"ir2rgb": "infrared -> visible", "rgb2ir": "visible -> infrared",
-                                     "ir2ir": "infrared -> infrared", "rgb2rgb": "visible -> visible"}
+                                     "ir2ir": "infrared -> infrared", "rgb2rgb": "visible -> visible",
+                                     "fused": "RGB+IR pair -> RGB+IR pair (fused)"}
 
 
 def direction_modalities(direction: str) -> tuple[Modality, Modality]:
@@ -53,7 +54,9 @@ class VIDataset:
     ``num_query``: the first ``num_query["ir"]`` tracklets of ``test_ir`` (and ``num_query["rgb"]`` of
     ``test_rgb``) are queries, the rest the gallery. ``pairs`` lists ``(rgb index, ir index)`` of training
     tracklets that are one moment seen by both sensors, frame for frame (aligned RGB-IR cameras);
-    ``auxiliary`` holds extra training tracklets a dataset ships beside its training set.
+    ``auxiliary`` holds extra training tracklets a dataset ships beside its training set. ``test_pairs``
+    (``"query"``, ``"gallery"``) lists the test moments seen by both sensors as aligned ``(rgb, ir)``
+    tracklets, for retrieval with the fused embedding of a pair.
     """
 
     name: str
@@ -66,6 +69,7 @@ class VIDataset:
     num_query: dict[str, int] | None = None  # query tracklets at the head of test_ir / test_rgb (else all)
     pairs: list[tuple[int, int]] = field(default_factory=list)  # aligned (rgb, ir) training tracklets
     auxiliary: list[Tracklet] = field(default_factory=list)
+    test_pairs: dict[str, list[tuple[Tracklet, Tracklet]]] = field(default_factory=dict)  # aligned (rgb, ir) moments
 
     @property
     def query_ir(self) -> list[Tracklet]:

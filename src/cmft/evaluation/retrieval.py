@@ -64,6 +64,40 @@ def extract_embeddings(
     )
 
 
+EmbedPairFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(rgb clips, ir clips) -> embeddings (B, D)`` of aligned pairs: ``CMFT.embed_pair``."""
+
+
+@torch.no_grad()
+def extract_pair_embeddings(
+    embed_pair: EmbedPairFn, pairs: Sequence[tuple[Tracklet, Tracklet]], spec: ClipSpec = ClipSpec(),
+    device: str | torch.device = "cpu", progress: Progress | None = None,
+) -> Embeddings:
+    """Embed aligned ``(rgb, ir)`` tracklet pairs: both clips take the same frames (test sampling depends on the
+    length only, and a pair's tracklets are equally long)."""
+    if not pairs:
+        raise ValueError("no pairs to embed")
+    rgb = build_test_loader([p[0] for p in pairs], spec)
+    ir = build_test_loader([p[1] for p in pairs], spec)
+    feats: list[torch.Tensor] = []
+    for a, b in zip(rgb, ir):
+        feats.append(embed_pair(a["clip"].to(device, non_blocking=True), b["clip"].to(device, non_blocking=True)).float().cpu())
+        if progress is not None:
+            progress(sum(len(f) for f in feats), len(pairs))
+    return Embeddings(torch.cat(feats), np.array([p[0].pid for p in pairs], dtype=np.int64),
+                      np.array([p[0].camid for p in pairs], dtype=np.int64))
+
+
+def score_fused(
+    embed_pair: EmbedPairFn, dataset: VIDataset, spec: ClipSpec = ClipSpec(), device: str | torch.device = "cpu",
+    rerank: Rerank | None = None, progress: Callable[[str], Progress] | None = None,
+) -> dict:
+    """The ``fused`` row: paired queries against paired gallery moments, with the fused embedding of each pair."""
+    q = extract_pair_embeddings(embed_pair, dataset.test_pairs["query"], spec, device, progress and progress("query pairs"))
+    g = extract_pair_embeddings(embed_pair, dataset.test_pairs["gallery"], spec, device, progress and progress("gallery pairs"))
+    return score_pair(q, g, dataset.protocol, rerank)
+
+
 def embed_test_sets(
     embed: EmbedFn,
     dataset: VIDataset,

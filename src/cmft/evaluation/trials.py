@@ -17,7 +17,7 @@ from cmft.data.types import VIDataset
 from cmft.devices import resolve_device
 from cmft.evaluation.reranking import Rerank
 from cmft.evaluation.retrieval import (ClipSpec, EmbedFn, Embeddings, Progress, embed_test_sets, extract_embeddings,
-                                      score_directions, score_pair)
+                                      score_directions, score_fused, score_pair)
 
 SYSU_MODES = ("all", "indoor")
 
@@ -103,7 +103,10 @@ def evaluate_checkpoint(
     FileNotFoundError / ValueError."""
     ckpt, model, device = _checkpoint_model(checkpoint, device)
     sets = embed_test_sets(model.embed, dataset, spec, device, progress=progress)
-    return CheckpointEvaluation(score_directions(sets, protocol=dataset.protocol, rerank=rerank, num_query=dataset.num_query), sets, ckpt, model)
+    results = score_directions(sets, protocol=dataset.protocol, rerank=rerank, num_query=dataset.num_query)
+    if dataset.test_pairs and hasattr(model, "embed_pair"):  # both sensors of one moment: the fused row
+        results["fused"] = score_fused(model.embed_pair, dataset, spec, device, rerank, progress)
+    return CheckpointEvaluation(results, sets, ckpt, model)
 
 
 def evaluate_sysu_checkpoint(

@@ -139,6 +139,17 @@ class CMFT(nn.Module):
         return self.forward_head(self.forward_features(rgb, ir))
 
     @torch.no_grad()
+    def embed_pair(self, rgb: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+        """The retrieval embedding of aligned RGB / IR clip pairs: the fused one (the mean of the two stream
+        embeddings for a model without a learned fusion)."""
+        was = self.training
+        self.eval()
+        try:
+            return self.forward(rgb=rgb, ir=ir)
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
     def embed(self, clips: torch.Tensor, modality: Modality) -> torch.Tensor:
         """The retrieval embedding of single-modality clips (the :data:`~cmft.evaluation.retrieval.EmbedFn` contract)."""
         if modality not in ("rgb", "ir"):

@@ -17,6 +17,11 @@ What cmft makes of it (:class:`~cmft.data.types.VIDataset`):
   ids; ``auxiliary=True`` also trains on them;
 * cameras ``LS3 G25 CQ1 W4 TSG1 TSG2`` are camera ids 0..5 (the authors' ``CAMERA`` table).
 
+Fused retrieval: a query or gallery line whose twin of the same moment (the other sensor's tracklet with
+the same camera and tracklet id, as many frames) is in ``data_paths.json`` also gives an aligned
+``(rgb, ir)`` pair in ``test_pairs``; ``cmft eval`` scores pairs against pairs with the fused embedding
+as the row ``fused``.
+
 Protocols: ``buptcampus`` is the authors' rule (nothing removed: query and gallery are disjoint sets);
 ``buptcampus_m3reid`` is M3-ReID's (same id and same camera removed). Both report infrared -> visible,
 visible -> infrared and the same-modality pairs. The authors' test loader
@@ -97,6 +102,15 @@ class _Frames:
             raise DatasetFormatError(f"{path}: expected an object obj_id -> modality -> camera -> tracklet -> frames")
         self.json = path
 
+    def has(self, line: Line, modality: str) -> bool:
+        """Whether ``data_paths.json`` lists the tracklet of ``line`` in ``modality`` (its twin of the same moment)."""
+        node: Any = self.paths
+        for key in (line[0], modality, line[2], line[3]):
+            if not isinstance(node, dict) or key not in node:
+                return False
+            node = node[key]
+        return isinstance(node, list) and bool(node)
+
     def of(self, line: Line, modality: str) -> tuple[str, ...]:
         obj_id, _, camera, tracklet, where = line
         node: Any = self.paths
@@ -152,11 +166,25 @@ def load_buptcampus(
         pairs += [(len(train) + r, len(train) + i) for r, i in aux_pairs]
         train = train + aux
     test: dict[str, dict[str, list[Tracklet]]] = {"query": {"ir": [], "rgb": []}, "gallery": {"ir": [], "rgb": []}}
+    test_pairs: dict[str, list[tuple[Tracklet, Tracklet]]] = {"query": [], "gallery": []}
     for split in ("query", "gallery"):
+        moments: set[tuple[str, str, str]] = set()
         for line in read_list(root / f"{split}.txt", tuple(MODALITIES)):
             mod = MODALITIES[line[1]]
-            test[split][mod].append(Tracklet(frames.of(line, line[1]), int(line[0]), CAMERAS[line[2]], mod))
+            tracklet = Tracklet(frames.of(line, line[1]), int(line[0]), CAMERAS[line[2]], mod)
+            test[split][mod].append(tracklet)
+            other = "IR" if line[1] == "RGB" else "RGB"
+            moment = (line[0], line[2], line[3])
+            if moment in moments or not frames.has(line, other):
+                continue  # one pair a moment; a line whose twin the release lacks has none
+            twin_paths = frames.of(line, other)
+            if len(twin_paths) != len(tracklet.paths):
+                continue  # not aligned frame for frame: no pair
+            twin = Tracklet(twin_paths, tracklet.pid, tracklet.camid, MODALITIES[other])
+            test_pairs[split].append((tracklet, twin) if mod == "rgb" else (twin, tracklet))
+            moments.add(moment)
     q, g = test["query"], test["gallery"]
     pid_map = {int(pid): label for pid, label in (aux_labels if auxiliary else labels).items()}
     return VIDataset("buptcampus", root, train, q["ir"] + g["ir"], q["rgb"] + g["rgb"], pid_map, protocol,
-                     num_query={"ir": len(q["ir"]), "rgb": len(q["rgb"])}, pairs=pairs, auxiliary=aux)
+                     num_query={"ir": len(q["ir"]), "rgb": len(q["rgb"])}, pairs=pairs, auxiliary=aux,
+                     test_pairs=test_pairs if test_pairs["query"] and test_pairs["gallery"] else {})
