@@ -26,7 +26,7 @@ from cmft.data.loader import build_train_loader
 from cmft.data.types import VIDataset
 from cmft.devices import resolve_device
 from cmft.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from cmft.engine.distributed import DistInfo, barrier, broadcast_object, gather_shards, init_distributed, shard, shutdown
+from cmft.engine.distributed import DistInfo, barrier, gather_shards, init_distributed, ranks_where, shard, shutdown
 from cmft.engine.optim import build_optimizer, build_scheduler
 from cmft.losses.objective import Objective
 from cmft.models.registry import create_model
@@ -212,7 +212,10 @@ def train(
         set_rng_state(ckpt["rng"])
     train_model: torch.nn.Module = model
     if dist_info.enabled:
-        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # some parameters get no gradient in some configurations (loss.id_weight=0 leaves the classifiers
+        # unused, a stage switch changes which heads train): DDP must look for them or its reducer fails mid-run
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                              find_unused_parameters=True)
 
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -238,9 +241,13 @@ def train(
                 loss, parts = objective(out, labels, stage)
                 parts["total"] = float(loss.detach())
                 parts.update(identity_accuracies(out, labels))
-                if broadcast_object(not math.isfinite(parts["total"]), dist_info):
+                # every rank checks every rank's loss before any gradient is exchanged: a NaN on one rank
+                # would otherwise be averaged into every rank's weights and could be checkpointed
+                bad = ranks_where(not math.isfinite(parts["total"]), dist_info, device)
+                if bad:
+                    where = f" on rank{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))}" if dist_info.enabled else ""
                     raise TrainingDiverged(
-                        f"loss became {parts['total']} at epoch {epoch} step {step} (parts {parts}); "
+                        f"loss became non-finite{where} at epoch {epoch} step {step}; "
                         f"the last good checkpoint is {ckpt_path if ckpt_path.exists() else 'none yet'}. "
                         "Lower optim.lr, set optim.clip_grad, or try train.amp=fp32."
                     )
