@@ -405,3 +405,32 @@ def test_cli_serve(index_folder: Path, tmp_path: Path, monkeypatch: pytest.Monke
     with TestClient(seen["app"]) as c:
         h = c.get("/health").json()
         assert h["entries"] == 9 and h["limits"]["max_upload_mb"] == 5
+
+
+def test_fuzzed_uploads_get_a_clear_answer(client: TestClient, tmp_path: Path) -> None:
+    """Random and mutated files and form fields: 200 or a 4xx with a message, never a 500, and nothing written
+    outside the temporary folder."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    good = noise_png(24, 12, seed=3)
+
+    @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(
+        body=st.one_of(st.binary(max_size=300), st.tuples(st.integers(0, len(good) - 1), st.binary(min_size=1, max_size=8))
+                       .map(lambda e: good[: e[0]] + e[1] + good[e[0] + len(e[1]):])),
+        ctype=st.sampled_from(["image/png", "image/jpeg", "text/plain", "application/octet-stream", ""]),
+        name=st.text(min_size=1, max_size=12).filter(lambda s: "/" not in s and "\x00" not in s),
+        modality=st.sampled_from(["ir", "rgb", "", "thermal", "IR"]),
+        k=st.sampled_from(["1", "5", "-3", "x", ""]),
+    )
+    def check(body: bytes, ctype: str, name: str, modality: str, k: str) -> None:
+        fields = {key: v for key, v in (("modality", modality), ("k", k)) if v}
+        r = upload(client, [(name, body, ctype or "application/octet-stream")], **fields)
+        assert r.status_code == 200 or 400 <= r.status_code < 500, (r.status_code, r.text)
+        if r.status_code != 200:
+            assert isinstance(r.json()["detail"], (str, list)) and r.json()["detail"]
+
+    before = set(Path.cwd().iterdir())
+    check()
+    assert set(Path.cwd().iterdir()) == before

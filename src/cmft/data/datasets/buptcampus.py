@@ -35,7 +35,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cmft.data.errors import DatasetFormatError
+from cmft.data.errors import DatasetFormatError, read_lines
 from cmft.data.types import Modality, Tracklet, VIDataset
 
 CAMERAS = {"LS3": 0, "G25": 1, "CQ1": 2, "W4": 3, "TSG1": 4, "TSG2": 5}
@@ -66,23 +66,22 @@ def read_list(path: Path, allowed: tuple[str, ...]) -> list[Line]:
     if not path.is_file():
         raise DatasetFormatError(f"{path}: missing (a BUPTCampus release holds {', '.join(LISTS)} and data_paths.json)")
     out: list[Line] = []
-    with open(path, encoding="utf-8") as fh:
-        for n, raw in enumerate(fh, 1):
-            text = raw.strip()
-            if not text:
-                continue
-            where = f"{path}:{n}"
-            fields = text.split()
-            if len(fields) != 4:
-                raise DatasetFormatError(f"{where}: expected 'obj_id modality camera tracklet_id', got {text!r}")
-            obj_id, modality, camera, tracklet = fields
-            if not (obj_id.isdigit() and obj_id.isascii()):
-                raise DatasetFormatError(f"{where}: obj_id must be an integer, got {obj_id!r}")
-            if modality not in allowed:
-                raise DatasetFormatError(f"{where}: modality {modality!r} is not one of {list(allowed)} for this list")
-            if camera not in CAMERAS:
-                raise DatasetFormatError(f"{where}: unknown camera {camera!r}; BUPTCampus cameras are {list(CAMERAS)}")
-            out.append((obj_id, modality, camera, tracklet, where))
+    for n, raw in enumerate(read_lines(path), 1):
+        text = raw.strip()
+        if not text:
+            continue
+        where = f"{path}:{n}"
+        fields = text.split()
+        if len(fields) != 4:
+            raise DatasetFormatError(f"{where}: expected 'obj_id modality camera tracklet_id', got {text!r}")
+        obj_id, modality, camera, tracklet = fields
+        if not (obj_id.isdigit() and obj_id.isascii()):
+            raise DatasetFormatError(f"{where}: obj_id must be an integer, got {obj_id!r}")
+        if modality not in allowed:
+            raise DatasetFormatError(f"{where}: modality {modality!r} is not one of {list(allowed)} for this list")
+        if camera not in CAMERAS:
+            raise DatasetFormatError(f"{where}: unknown camera {camera!r}; BUPTCampus cameras are {list(CAMERAS)}")
+        out.append((obj_id, modality, camera, tracklet, where))
     return out
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cmft.data.errors import DatasetFormatError, checked_int
+from cmft.data.errors import DatasetFormatError, checked_int, read_lines
 from cmft.data.types import Modality, Tracklet, VIDataset
 
 __all__ = ["DatasetFormatError", "decode_frame_name", "load_hitsz_vcm"]  # DatasetFormatError: its old home, kept importable
@@ -58,15 +58,14 @@ def _info_path(root: Path, name: str) -> Path:
 def read_name_list(path: Path) -> list[str]:
     """Relative frame paths of a ``*_name.txt`` file, one per non-empty line, in file order."""
     out: list[str] = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            name = line.strip()
-            if not name:
-                continue
-            try:
-                out.append(decode_frame_name(name))
-            except ValueError as e:
-                raise DatasetFormatError(f"{path}:{line_no}: {e}") from None
+    for line_no, line in enumerate(read_lines(path), 1):
+        name = line.strip()
+        if not name:
+            continue
+        try:
+            out.append(decode_frame_name(name))
+        except ValueError as e:
+            raise DatasetFormatError(f"{path}:{line_no}: {e}") from None
     if not out:
         raise DatasetFormatError(f"{path}: no frame names")
     return out
@@ -75,24 +74,23 @@ def read_name_list(path: Path) -> list[str]:
 def read_track_info(path: Path, num_names: int) -> list[_TrackRow]:
     """Rows ``modality start end pid cam`` of a ``track_*_info.txt`` file, validated against the name list."""
     rows: list[_TrackRow] = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            try:
-                if len(fields) != 5:
-                    raise ValueError(f"expected 5 integers 'modality start end pid cam', got {len(fields)} fields")
-                mod, start, end, pid, cam = (int(f) for f in fields)
-                if mod not in _MODALITY_CODE:
-                    raise ValueError(f"modality must be 1 (IR) or 2 (RGB), got {mod}")
-                if not 1 <= start <= end <= num_names:
-                    raise ValueError(
-                        f"frame range {start}..{end} is not within 1..{num_names} (the name list's length)"
-                    )
-            except ValueError as e:
-                raise DatasetFormatError(f"{path}:{line_no}: {e}: {line.strip()!r}") from None
-            rows.append(_TrackRow(_MODALITY_CODE[mod], start, end, pid, cam))
+    for line_no, line in enumerate(read_lines(path), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            if len(fields) != 5:
+                raise ValueError(f"expected 5 integers 'modality start end pid cam', got {len(fields)} fields")
+            mod, start, end, pid, cam = (int(f) for f in fields)
+            if mod not in _MODALITY_CODE:
+                raise ValueError(f"modality must be 1 (IR) or 2 (RGB), got {mod}")
+            if not 1 <= start <= end <= num_names:
+                raise ValueError(
+                    f"frame range {start}..{end} is not within 1..{num_names} (the name list's length)"
+                )
+        except ValueError as e:
+            raise DatasetFormatError(f"{path}:{line_no}: {e}: {line.strip()!r}") from None
+        rows.append(_TrackRow(_MODALITY_CODE[mod], start, end, pid, cam))
     if not rows:
         raise DatasetFormatError(f"{path}: no tracklets")
     return rows
@@ -101,18 +99,17 @@ def read_track_info(path: Path, num_names: int) -> list[_TrackRow]:
 def read_query_idx(path: Path, num_rows: int) -> list[int]:
     """0-based row indices of the infrared queries from ``query_IDX.txt`` (1-based in the file)."""
     idx: list[int] = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            for tok in line.split():
-                try:
-                    i = int(tok)
-                except ValueError:
-                    raise DatasetFormatError(f"{path}:{line_no}: {tok!r} is not a row number") from None
-                if not 1 <= i <= num_rows:
-                    raise DatasetFormatError(
-                        f"{path}:{line_no}: row {i} is outside 1..{num_rows} (track_test_info.txt's rows)"
-                    )
-                idx.append(i - 1)
+    for line_no, line in enumerate(read_lines(path), 1):
+        for tok in line.split():
+            try:
+                i = int(tok)
+            except ValueError:
+                raise DatasetFormatError(f"{path}:{line_no}: {tok!r} is not a row number") from None
+            if not 1 <= i <= num_rows:
+                raise DatasetFormatError(
+                    f"{path}:{line_no}: row {i} is outside 1..{num_rows} (track_test_info.txt's rows)"
+                )
+            idx.append(i - 1)
     if not idx:
         raise DatasetFormatError(f"{path}: no query rows")
     return idx

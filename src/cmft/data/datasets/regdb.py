@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cmft.data.errors import DatasetFormatError, checked_int
+from cmft.data.errors import DatasetFormatError, checked_int, read_lines
 from cmft.data.types import Modality, Tracklet, VIDataset
 
 TRIALS = range(1, 11)
@@ -33,17 +33,16 @@ def read_regdb_list(path: str | Path) -> list[tuple[str, int]]:
     if not path.is_file():
         raise DatasetFormatError(f"{path}: missing")
     out: list[tuple[str, int]] = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            text = line.strip()
-            if not text:
-                continue
-            fields = text.rsplit(None, 1)
-            if len(fields) != 2 or not fields[1].isdigit() or not fields[1].isascii():
-                raise DatasetFormatError(
-                    f"{path}:{line_no}: expected '<relative image path> <integer label>', got {text!r}"
-                )
-            out.append((fields[0], int(fields[1])))
+    for line_no, line in enumerate(read_lines(path), 1):
+        text = line.strip()
+        if not text:
+            continue
+        fields = text.rsplit(None, 1)
+        if len(fields) != 2 or not fields[1].isdigit() or not fields[1].isascii():
+            raise DatasetFormatError(
+                f"{path}:{line_no}: expected '<relative image path> <integer label>', got {text!r}"
+            )
+        out.append((fields[0], int(fields[1])))
     return out
 
 

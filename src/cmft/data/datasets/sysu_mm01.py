@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from cmft.data.errors import DatasetFormatError, checked_int
+from cmft.data.errors import DatasetFormatError, checked_int, read_lines
 from cmft.data.types import Modality, Tracklet, VIDataset
 
 CAMERAS = (1, 2, 3, 4, 5, 6)
@@ -96,18 +96,17 @@ def read_id_list(path: Path) -> list[int]:
     a token that is not an integer, or an id listed twice, is a :class:`DatasetFormatError` naming ``file:line``."""
     ids: list[int] = []
     seen: set[int] = set()
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            for tok in re.split(r"[,\s]+", line):
-                if not tok:
-                    continue
-                if not _ID_TOKEN.fullmatch(tok):
-                    raise DatasetFormatError(f"{path}:{line_no}: {tok!r} is not an integer id")
-                pid = int(tok)
-                if pid in seen:
-                    raise DatasetFormatError(f"{path}:{line_no}: id {pid} is listed twice")
-                seen.add(pid)
-                ids.append(pid)
+    for line_no, line in enumerate(read_lines(path), 1):
+        for tok in re.split(r"[,\s]+", line):
+            if not tok:
+                continue
+            if not _ID_TOKEN.fullmatch(tok):
+                raise DatasetFormatError(f"{path}:{line_no}: {tok!r} is not an integer id")
+            pid = int(tok)
+            if pid in seen:
+                raise DatasetFormatError(f"{path}:{line_no}: id {pid} is listed twice")
+            seen.add(pid)
+            ids.append(pid)
     return ids
 
 
