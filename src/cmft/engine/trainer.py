@@ -174,6 +174,9 @@ def train(
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
     ckpt_path = run_dir / "last.pt"
+    if dist_info.is_main:  # temporary files of checkpoints a killed process was writing
+        for stale in (*run_dir.glob(".last.pt.*"), *run_dir.glob(".best.pt.*")):
+            stale.unlink(missing_ok=True)
     ckpt = None
     if ckpt_path.exists():
         if not resume:
@@ -297,9 +300,11 @@ def train(
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(), "rng": rng_state(), "best": best, "history": history,
                 }
-                save_checkpoint(ckpt_path, payload)
+                # best.pt before last.pt: a process killed between the two resumes from the previous last.pt,
+                # re-trains this epoch identically and writes both again, so best.pt never lags last.pt's record
                 if is_best:
                     save_checkpoint(run_dir / "best.pt", payload)
+                save_checkpoint(ckpt_path, payload)
             _call(reporter, "epoch_end", epoch, record)
     finally:
         logger.close()

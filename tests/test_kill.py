@@ -1,0 +1,83 @@
+"""Kill tests on real subprocesses: ``cmft train`` SIGKILLed at seeded random moments (and at the moment a
+checkpoint is being written) resumes to weights identical to an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cmft.engine.checkpoint import load_checkpoint
+
+from conftest import tiny_train_overrides
+
+KILLS = int(os.environ.get("CMFT_KILLS", "20"))
+EPOCHS = 3
+
+
+def _overrides(vcm4: Path) -> list[str]:
+    return tiny_train_overrides(vcm4, f"train.epochs={EPOCHS}", "train.max_steps_per_epoch=2", "train.eval_every=0",
+                                "data.workers=0")
+
+
+def _cmft(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cmft", *args]
+
+
+def _finish(run: Path, vcm4: Path) -> None:
+    """Complete a run after a kill: resume from last.pt, or start again when no epoch had finished."""
+    where = ["--resume", str(run)] if (run / "last.pt").exists() else ["--out", str(run)]
+    proc = subprocess.run(_cmft("train", *where, *_overrides(vcm4)), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _kill_when(proc: subprocess.Popen, run: Path, deadline: float, at_write: bool) -> str:
+    """SIGKILL ``proc`` at ``deadline`` or, with ``at_write``, as soon as a checkpoint's temporary file appears."""
+    while proc.poll() is None:
+        now = time.perf_counter()
+        writing = at_write and (any(run.glob(".last.pt.*")) or any(run.glob(".best.pt.*")))
+        if writing or (not at_write and now >= deadline):
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return "while writing a checkpoint" if writing else f"at {now:.1f}s"
+        time.sleep(0.002 if at_write else 0.01)
+    return "after it finished"
+
+
+@pytest.fixture(scope="module")
+def reference(vcm4: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, torch.Tensor], float]:
+    run = tmp_path_factory.mktemp("kill") / "reference"
+    t0 = time.perf_counter()
+    proc = subprocess.run(_cmft("train", "--out", str(run), *_overrides(vcm4)), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return load_checkpoint(run / "last.pt")["model"], time.perf_counter() - t0
+
+
+def test_train_killed_anywhere_resumes_to_identical_weights(vcm4: Path, tmp_path: Path, reference) -> None:
+    weights, seconds = reference
+    rng = random.Random(0)
+    outcomes = []
+    for k in range(KILLS):
+        run = tmp_path / f"run{k}"
+        at_write = k % 4 == 3  # every fourth kill waits for a checkpoint being written
+        proc = subprocess.Popen(_cmft("train", "--out", str(run), *_overrides(vcm4)), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        start = time.perf_counter()
+        when = _kill_when(proc, run, start + rng.uniform(0.2, seconds), at_write)
+        _finish(run, vcm4)
+        got = load_checkpoint(run / "last.pt")
+        assert got["epoch"] == EPOCHS - 1, when
+        assert not any(run.glob(".*.pt.*")), when  # no temporary file left behind
+        for name, tensor in weights.items():
+            assert torch.equal(got["model"][name], tensor), (k, when, name)
+        outcomes.append(when)
+        shutil.rmtree(run)  # ~400 MB of checkpoints a run
+    assert sum(o == "while writing a checkpoint" for o in outcomes) >= 1, outcomes
