@@ -434,3 +434,20 @@ def test_fuzzed_uploads_get_a_clear_answer(client: TestClient, tmp_path: Path) -
     before = set(Path.cwd().iterdir())
     check()
     assert set(Path.cwd().iterdir()) == before
+
+
+def test_service_under_concurrent_load(tmp_path: Path) -> None:
+    """The short version of benchmarks/bench_serve.py: a real `cmft serve` process, concurrent clients with the
+    mixed request load for a few seconds: no unexpected error, the deliberate bad requests get their 4xx."""
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_serve.py"
+    proc = subprocess.run([sys.executable, str(script), "--entries", "300", "--clients", "2", "--seconds", "4",
+                           "--no-write", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(next(line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")))
+    assert r["unexpected_errors"] == {}
+    assert set(r["endpoints"]) == {"/search", "/search/upload", "/tracklets", "/tracklets/{id}/thumbnail"}
+    assert all(e["count"] > 0 for e in r["endpoints"].values()) and sum(r["deliberate_bad_answered_right"].values()) > 0
