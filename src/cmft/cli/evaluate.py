@@ -59,27 +59,19 @@ def eval_cmd(
             _fail(f"re-ranking needs --k1 >= 1, --k2 >= 1 and 0 <= --lambda <= 1; got {k1}, {k2}, {lambda_value}")
         reranking = Rerank(k1, k2, lambda_value)
         title += f", re-ranked (k1 {k1}, k2 {k2}, lambda {lambda_value})"
-    if name == "llcm":
+    if name in ("llcm", "sysu_mm01"):  # the mean over gallery draws, queries embedded once
+        from functools import partial
+
         from cmft.evaluation.trials import evaluate_llcm_checkpoint
 
+        run = (partial(evaluate_llcm_checkpoint, ckpt, data, spec, trials) if name == "llcm"
+               else partial(evaluate_sysu_checkpoint, ckpt, data, spec, trials, shots))
         try:
             with _progress() as p:
-                results = evaluate_llcm_checkpoint(ckpt, data, spec, trials, progress=lambda n: _task_callback(p, f"embedding {n}"),
-                                                   rerank=reranking)
+                results = run(progress=lambda n: _task_callback(p, f"embedding {n}"), rerank=reranking)
         except (DatasetFormatError, ValueError) as e:
             _fail(str(e))
-        title += f" (mean of {trials} gallery draws)"
-        if report is not None:
-            _warn_pictures(write_summary_report(report, results, title).failed)
-    elif name == "sysu_mm01":
-        try:
-            with _progress() as p:
-                results = evaluate_sysu_checkpoint(ckpt, data, spec, trials, shots,
-                                                   progress=lambda name: _task_callback(p, f"embedding {name}"),
-                                                   rerank=reranking)
-        except (DatasetFormatError, ValueError) as e:
-            _fail(str(e))
-        title += f" (mean of {trials} gallery draws, {'single' if shots == 1 else 'multi'}-shot)"
+        title += f" (mean of {trials} gallery draws" + (f", {'single' if shots == 1 else 'multi'}-shot)" if name == "sysu_mm01" else ")")
         if report is not None:
             _warn_pictures(write_summary_report(report, results, title).failed)
     else:
