@@ -61,6 +61,7 @@ STUDIES: dict[str, dict[str, list[str]]] = {
         "linear classifier": ["model.args.classifier=linear"],
         "+ GeM pooling": ["model.args.pool=gem"],
         "no L_Cross in stage 2": ["loss.stage2_cross_weight=0"],
+        "streams at lr x 0.1": ["optim.backbone_lr_mult=0.1"],
     },
 }
 TITLES = {"table2": "Paper Table 2: fusion", "length": "Tracklet length (frames per clip)",
@@ -85,8 +86,9 @@ def _resolved(data: Path, seed: int, budget: list[str], overrides: list[str]) ->
     return cfg, f"{digest}__s{seed}"
 
 
-def run_one(data: Path, out: Path, study: str, variant: str, seed: int, budget: list[str]) -> dict:
-    """Train and evaluate one (variant, seed) unless a run with the same settings has a result; returns the result."""
+def run_one(data: Path, out: Path, study: str, variant: str, seed: int, budget: list[str], train_missing: bool = True) -> dict | None:
+    """Train and evaluate one (variant, seed) unless a run with the same settings has a result; returns the result
+    (``None`` for a missing one when ``train_missing`` is off)."""
     from cmft.atomic import write_text_atomic
     from cmft.data.datasets.registry import load_dataset
     from cmft.engine.trainer import train
@@ -95,6 +97,8 @@ def run_one(data: Path, out: Path, study: str, variant: str, seed: int, budget: 
     result_file = out / "results" / f"{key}.json"
     if result_file.exists():
         return {**json.loads(result_file.read_text()), "study": study, "variant": variant}
+    if not train_missing:
+        return None
     run_dir = out / "runs" / key
     resume = (run_dir / "last.pt").exists()  # an interrupted run continues from its last finished epoch
     t0 = time.perf_counter()
@@ -170,6 +174,7 @@ def main() -> None:
     ap.add_argument("--budget", nargs="*", default=["train.epochs=6", "loss.warm_epochs=3"],
                     help="overrides that fix the training budget of every run (default: 6 epochs of the demo recipe)")
     ap.add_argument("--write-md", action="store_true", help="write the table and plot into BENCHMARKS.md / benchmarks/")
+    ap.add_argument("--report-only", action="store_true", help="summarise the finished runs; train nothing")
     a = ap.parse_args()
 
     data = a.data
@@ -188,7 +193,9 @@ def main() -> None:
     for seed in range(a.seeds):
         for study in a.studies:
             for variant in STUDIES[study]:
-                row = run_one(data, a.out, study, variant, seed, a.budget)
+                row = run_one(data, a.out, study, variant, seed, a.budget, train_missing=not a.report_only)
+                if row is None:
+                    continue
                 rows.append(row)
                 print(f"[{len(rows)}/{total}] {study} / {variant} / seed {seed}: "
                       f"IR->RGB {row['ir2rgb_rank1']:.1f} / {row['ir2rgb_mAP']:.1f}, RGB->IR {row['rgb2ir_rank1']:.1f} / "

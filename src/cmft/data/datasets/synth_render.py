@@ -8,7 +8,8 @@ its automatic gain) and degraded (blur, noise, brightness flicker). Two IR looks
 ``nir`` (active near-infrared illumination, as HITSZ-VCM's and SYSU-MM01's night cameras: no hue,
 each garment's brightness its visible luminance times a per-dye gain) and ``thermal`` (RegDB's kind
 of camera: relative temperature, unrelated to colour). All frames of a tracklet are drawn at once as
-``(T, H, W)`` arrays; each body part only touches its bounding box.
+``(T, H, W)`` arrays; each body part only touches its bounding box. (About 440 lines, kept whole: the camera
+looks and the compositing share the lighting model and are read together.)
 """
 
 from __future__ import annotations
