@@ -74,16 +74,53 @@ def _resolved(data: Path, seed: int, budget: list[str], overrides: list[str]) ->
     named by a synthetic set's config so that the key survives a move, and the resolved config without its
     paths), so two variants that resolve to the same run (the levers' reference and Table 2's CCF
     dual-branch, say) share one result."""
-    from cmft.config import load_config
+    from cmft.config import Config, load_config
 
     cfg_path = Path(str(resources.files("cmft") / "configs" / "demo_cpu.yaml"))
     cfg = load_config(cfg_path, [f"data.root={data}", f"train.seed={seed}", "train.eval_every=0", *budget, *overrides])
     marker = Path(data) / "synth_config.json"
     data_id = json.loads(marker.read_text()).get("config") if marker.exists() else str(Path(data).resolve())
-    settings = cfg.to_dict()
-    settings["data"].pop("root")
+    from cmft.models.registry import model_defaults
+
+    settings = _changed(cfg.to_dict(), Config().to_dict())
+    settings.get("data", {}).pop("root", None)
+    # the model as built: the variant's own arguments under the overrides (fusion=ccf on a CCF variant changes nothing)
+    settings.setdefault("model", {})["args"] = {**model_defaults(cfg.model.name), **cfg.model.args.overrides()}
     digest = hashlib.sha1(json.dumps([data_id, settings], sort_keys=True).encode()).hexdigest()[:12]
     return cfg, f"{digest}__s{seed}"
+
+
+def _changed(values: dict, defaults: dict) -> dict:
+    """The leaves of a config dict that differ from the defaults (a field added later, at its default, leaves
+    the key of every earlier result unchanged)."""
+    out = {}
+    for k, v in values.items():
+        d = defaults.get(k) if isinstance(defaults, dict) else None
+        if isinstance(v, dict):
+            sub = _changed(v, d if isinstance(d, dict) else {})
+            if sub:
+                out[k] = sub
+        elif v != d and not (v is None and k not in (defaults or {})):
+            out[k] = v
+    return out
+
+
+def rekey(data: Path, out: Path, budget: list[str]) -> int:
+    """Rename every result file to the key its recorded (study, variant, seed) resolves to today; returns the count."""
+    moved = 0
+    for f in sorted((out / "results").glob("*.json")):
+        row = json.loads(f.read_text())
+        if row.get("study") not in STUDIES or row.get("variant") not in STUDIES[row["study"]]:
+            continue
+        _, key = _resolved(data, int(row["seed"]), budget, STUDIES[row["study"]][row["variant"]])
+        target = f.with_name(f"{key}.json")
+        if target != f:
+            if target.exists():
+                f.unlink()  # the same run, already under its key
+            else:
+                f.rename(target)
+            moved += 1
+    return moved
 
 
 def run_one(data: Path, out: Path, study: str, variant: str, seed: int, budget: list[str], train_missing: bool = True) -> dict | None:
@@ -175,6 +212,7 @@ def main() -> None:
                     help="overrides that fix the training budget of every run (default: 6 epochs of the demo recipe)")
     ap.add_argument("--write-md", action="store_true", help="write the table and plot into BENCHMARKS.md / benchmarks/")
     ap.add_argument("--report-only", action="store_true", help="summarise the finished runs; train nothing")
+    ap.add_argument("--rekey", action="store_true", help="first rename the finished results to today's keys")
     a = ap.parse_args()
 
     data = a.data
@@ -187,6 +225,8 @@ def main() -> None:
         saved = json.loads(marker.read_text()) if marker.exists() else {}
         if not (saved.get("complete") and saved.get("config") == cfg.output_fields()):
             generate_synthetic(data, cfg)
+    if a.rekey:
+        print(f"re-keyed {rekey(data, a.out, a.budget)} result files", file=sys.stderr)
     rows = []
     total = sum(len(STUDIES[s]) for s in a.studies) * a.seeds
     # seed-major order: a benchmark stopped part-way has every variant at the same number of seeds
