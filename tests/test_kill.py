@@ -95,3 +95,49 @@ def test_train_killed_anywhere_resumes_to_identical_weights(vcm4: Path, tmp_path
     check(run)
     assert sum(o != "after it finished" for o in outcomes) >= KILLS, outcomes
     assert sum(o == "while writing a checkpoint" for o in outcomes) >= 1, outcomes
+
+
+def test_regdb_trials_killed_anywhere_keeps_finished_trials(tmp_path: Path) -> None:
+    """`cmft regdb-trials` SIGKILLed KILLS times at random moments (a kill may hit a re-run): finished trials are
+    kept, the interrupted one resumes, and the final summary and every trial's weights equal an uninterrupted run."""
+    import json
+
+    from test_image_datasets_cli import TINY, write_regdb
+
+    root = write_regdb(tmp_path / "regdb")
+    tiny = [*[o for o in TINY if not o.startswith("train.epochs")], "train.epochs=2", "train.eval_every=0"]
+
+    def cmd(out: Path) -> list[str]:
+        return _cmft("regdb-trials", "--data", str(root), "--out", str(out), "--trials", "1-2", "--workers", "0", *tiny)
+
+    t0 = time.perf_counter()
+    ref = tmp_path / "reference"
+    proc = subprocess.run(cmd(ref), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seconds = time.perf_counter() - t0
+    want = json.loads((ref / "summary.json").read_text())
+    weights = {t: load_checkpoint(ref / f"trial{t}" / "last.pt")["model"] for t in (1, 2)}
+
+    def check(out: Path) -> None:
+        assert json.loads((out / "summary.json").read_text())["per_trial"] == want["per_trial"]
+        for t in (1, 2):
+            got = load_checkpoint(out / f"trial{t}" / "last.pt")["model"]
+            assert all(torch.equal(got[k], v) for k, v in weights[t].items()), t
+        shutil.rmtree(out)
+
+    rng = random.Random(1)
+    outcomes: list[str] = []
+    runs, out = 0, tmp_path / "run0"
+    for attempt in range(4 * KILLS):
+        if sum(o != "after it finished" for o in outcomes) >= KILLS:
+            break
+        proc = subprocess.Popen(cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        outcomes.append(_kill_when(proc, out, time.perf_counter() + rng.uniform(0.2, 0.8 * seconds), False))
+        if outcomes[-1] == "after it finished":
+            check(out)
+            runs += 1
+            out = tmp_path / f"run{runs}"
+    proc = subprocess.run(cmd(out), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    check(out)
+    assert sum(o != "after it finished" for o in outcomes) >= KILLS, outcomes
