@@ -141,3 +141,68 @@ def test_regdb_trials_killed_anywhere_keeps_finished_trials(tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr[-2000:]
     check(out)
     assert sum(o != "after it finished" for o in outcomes) >= KILLS, outcomes
+
+
+def test_track_append_killed_anywhere_is_old_or_new_and_reruns_without_duplicates(tmp_path: Path) -> None:
+    """`cmft track --out DIR` appending a third camera to an existing dataset, SIGKILLed KILLS times at random
+    moments (every fifth while the commit is staged): after each kill `cmft info` reads either the old or the new
+    dataset, never a mix, and a re-run of the same append adds nothing twice."""
+    from conftest import BODY, PETS
+    from test_tracking import need_data
+
+    from cmft.data import dataset_summary
+    from cmft.data.datasets.registry import load_dataset
+
+    need_data()
+    base = ["track", str(PETS / "vtest.avi"), "--detector", BODY, "--limit", "80", "--min-len", "8"]
+    initial = [("1", "rgb"), ("2", "ir")]
+    append = ["--camera", "3", "--modality", "rgb"]
+
+    def run(out: Path, *args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run(_cmft(*base, *args, "--out", str(out)), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc
+
+    def counts(out: Path) -> tuple[int, int]:  # what `cmft info --json` reports, read in this process
+        summary = dataset_summary(load_dataset("auto", out))
+        return summary["gallery"]["rgb_tracklets"], summary["query"]["ir_tracklets"]
+
+    def fresh(out: Path) -> None:
+        shutil.rmtree(out, ignore_errors=True)
+        for cam, mod in initial:
+            run(out, "--camera", cam, "--modality", mod)
+
+    out = tmp_path / "ds"
+    fresh(out)
+    old = counts(out)
+    t0 = time.perf_counter()
+    run(out, *append)
+    seconds = time.perf_counter() - t0
+    new = counts(out)
+    assert new[0] > old[0] and new[1] == old[1]
+
+    rng = random.Random(2)
+    outcomes: list[str] = []
+    fresh(out)
+    for attempt in range(4 * KILLS):
+        if sum(o != "after it finished" for o in outcomes) >= KILLS:
+            break
+        proc = subprocess.Popen(_cmft(*base, *append, "--out", str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if len(outcomes) % 5 == 4:  # wait for the staged commit, then kill
+            while proc.poll() is None and not (out / "info" / ".pending").exists():
+                time.sleep(0.001)
+            killed = proc.poll() is None
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            outcomes.append("while committing" if killed else "after it finished")
+        else:
+            outcomes.append(_kill_when(proc, out, time.perf_counter() + rng.uniform(0.5, seconds), False))
+        now = counts(out)
+        assert now in (old, new), (outcomes, now)  # never a mix, never an unreadable dataset
+        if now == new:  # the append landed: the same append again adds nothing; start over
+            again = run(out, *append)
+            assert "already in" in again.stdout and counts(out) == new
+            fresh(out)
+    run(out, *append)  # the interrupted append, finished
+    assert counts(out) == new
+    assert sum(o != "after it finished" for o in outcomes) >= KILLS, outcomes

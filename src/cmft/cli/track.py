@@ -189,6 +189,10 @@ def track(
             summary = export_dataset(out, [s for s in sources if s.tracklets], split=split, run_meta=run_meta, progress=update)
     except ExportError as e:
         _fail(str(e))
+    if summary.already:
+        console.print(f"this export is already in {summary.root} ({summary.tracklets} tracklets, identities "
+                      f"{summary.pids[0]}..{summary.pids[-1]}): nothing written")
+        return
     console.print(f"wrote {summary.tracklets} tracklets ({summary.frames} crops, identities {summary.pids[0]}..{summary.pids[-1]}) "
                   f"to the {summary.split} split of {summary.root}")
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cmft.atomic import write_text_atomic
+from cmft.data.datasets.hitsz_vcm import COMMITTED, PENDING
 from cmft.data.types import Modality
 from cmft.tracking.appearance import crop_boxes
 from cmft.tracking.video import VideoReader
@@ -130,14 +131,52 @@ class ExportSummary:
     frames: int
     pids: list[int]
     split: str
+    already: bool = False  # the same append was found finished in the dataset: nothing new written
 
 
 def _read_lines(path: Path) -> list[str]:
     return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()] if path.is_file() else []
 
 
+def _finish_commit(root: Path) -> None:
+    """Complete an append that committed (``info/.pending/COMMITTED``) and was killed before its files were all
+    moved in place, or drop one that never committed (its crops may stay on disk, unreferenced)."""
+    pending = root / "info" / PENDING
+    if not pending.is_dir():
+        return
+    if (pending / COMMITTED).is_file():
+        for f in sorted(pending.iterdir()):
+            if f.name == MANIFEST:
+                os.replace(f, root / MANIFEST)
+            elif f.name != COMMITTED:
+                os.replace(f, root / "info" / f.name)
+    shutil.rmtree(pending)
+
+
+def _commit(root: Path, files: dict[str, str]) -> None:
+    """Replace the info files and the manifest together: stage them in ``info/.pending``, mark the commit with one
+    atomic write, then move them in place. A kill before the mark leaves the old dataset, after it the new one
+    (readers follow the mark; the next append finishes the moves)."""
+    pending = root / "info" / PENDING
+    shutil.rmtree(pending, ignore_errors=True)
+    pending.mkdir(parents=True)
+    for name, text in files.items():
+        write_text_atomic(pending / name, text)
+    write_text_atomic(pending / COMMITTED, "")
+    _finish_commit(root)
+
+
+def run_key(sources: Sequence[SourceExport], split: str, run_meta: dict | None) -> str:
+    """What identifies an append: the split, each source (path, camera, modality, settings) and the run's options."""
+    import hashlib
+
+    what = [split, [[str(s.reader.path), s.camera, s.modality, s.meta] for s in sources], run_meta or {}]
+    return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _existing(root: Path) -> tuple[dict, dict[str, list[str]], set[int]]:
     """The manifest, the info files' lines and the identities already used by a dataset folder (empty if new)."""
+    _finish_commit(root)
     manifest = {"format": MANIFEST_FORMAT, "runs": [], "tracklets": []}
     if (root / MANIFEST).is_file():
         try:
@@ -208,6 +247,12 @@ def export_dataset(
     if n_total == 0:
         raise ExportError("no tracklet to export (none long enough); nothing was written")
     manifest, info, used = _existing(root)
+    key = run_key(sources, split, run_meta)
+    done = [i for i, r in enumerate(manifest["runs"]) if r.get("key") == key]
+    if done:  # the same append, finished before (e.g. re-run after a kill that came after its commit)
+        recs = [t for t in manifest["tracklets"] if t.get("run") == done[-1]]
+        return ExportSummary(root, len(recs), sum(len(t["frames"]) for t in recs), sorted({t["pid"] for t in recs}), split,
+                             already=True)
     _assign_pids(sources, manifest, used)
     created = not root.exists()
     try:
@@ -271,13 +316,16 @@ def _write(root: Path, sources: Sequence[SourceExport], split: str, manifest: di
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
+    files: dict[str, str] = {}
     for name in ("train_name.txt", "test_name.txt", "track_train_info.txt", "track_test_info.txt", "query_IDX.txt"):
         lines = {f"{split}_name.txt": names, f"track_{split}_info.txt": rows, "query_IDX.txt": queries}.get(name, info[name])
-        write_text_atomic(root / "info" / name, "".join(f"{ln}\n" for ln in lines))
+        files[name] = "".join(f"{ln}\n" for ln in lines)
     manifest["runs"].append({**(run_meta or {}), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "split": split,
+                             "key": run_key(sources, split, run_meta),
                              "sources": [{"path": str(s.reader.path), "camera": s.camera, "modality": s.modality, **s.meta} for s in sources]})
     run_index = len(manifest["runs"]) - 1
     manifest["tracklets"] += [{**r, "run": run_index} for r in records]
-    write_text_atomic(root / MANIFEST, json.dumps(manifest, indent=1))
+    files[MANIFEST] = json.dumps(manifest, indent=1)
+    _commit(root, files)
     pids = sorted({r["pid"] for r in records})
     return ExportSummary(root, len(records), sum(len(r["frames"]) for r in records), pids, split)

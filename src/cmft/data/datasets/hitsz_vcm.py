@@ -45,7 +45,15 @@ def decode_frame_name(name: str) -> str:
     return f"{pid}/{'ir' if mod == '1' else 'rgb'}/{cam}/{file}"
 
 
+PENDING, COMMITTED = ".pending", "COMMITTED"  # an append (``cmft track --out``) committed but not yet moved in place
+
+
 def _info_path(root: Path, name: str) -> Path:
+    """``info/<name>``, or its staged copy when an append has committed (``info/.pending/COMMITTED``) and was
+    interrupted before every file was moved in place: a reader sees the old files or the new ones, never a mix."""
+    staged = root / "info" / PENDING / name
+    if (root / "info" / PENDING / COMMITTED).is_file() and staged.is_file():
+        return staged
     path = root / "info" / name
     if not path.is_file():
         raise DatasetFormatError(
