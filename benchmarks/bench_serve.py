@@ -156,6 +156,12 @@ def run(index: Path, clients: int, seconds: float, seed: int = 0) -> dict[str, A
         t_start = time.perf_counter()
         for t in threads:
             t.start()
+        rss_curve = []  # (seconds, requests so far, RSS): does memory level off as requests go on?
+        while any(t.is_alive() for t in threads):
+            time.sleep(min(10.0, max(seconds / 12, 0.5)))
+            with lock:
+                done = sum(len(v) for v in lat.values())
+            rss_curve.append((time.perf_counter() - t_start, done, _rss(server.pid) / 2**20))
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - t_start
@@ -170,6 +176,7 @@ def run(index: Path, clients: int, seconds: float, seed: int = 0) -> dict[str, A
                       for k, v in sorted(lat.items())},
         "unexpected_errors": dict(errors), "deliberate_bad_answered_right": dict(bad_ok),
         "rss_before_mb": rss_before / 2**20, "rss_after_mb": rss_after / 2**20,
+        "rss_curve": [{"s": round(s, 1), "requests": n, "rss_mb": round(m, 1)} for s, n, m in rss_curve],
     }
 
 
@@ -183,7 +190,9 @@ def markdown(r: dict[str, Any], argv: str) -> str:
         lines.append(f"| {name} | {e['count']:,} | {e['p50_ms']:.1f} | {e['p99_ms']:.1f} |")
     lines += ["", f"Throughput {r['throughput']:.1f} requests/s; unexpected errors: {sum(r['unexpected_errors'].values())}; "
               f"deliberate bad requests answered with the right 4xx: {sum(r['deliberate_bad_answered_right'].values())}; "
-              f"server resident memory {r['rss_before_mb']:.0f} MiB after warm-up, {r['rss_after_mb']:.0f} MiB after the run."]
+              f"server resident memory {r['rss_before_mb']:.0f} MiB after warm-up, {r['rss_after_mb']:.0f} MiB after the run.", "",
+              "Resident memory as the requests go on: " + ", ".join(f"{c['requests']:,} requests: {c['rss_mb']:.0f} MiB"
+                                                                    for c in r["rss_curve"]) + "."]
     return "\n".join(lines)
 
 
