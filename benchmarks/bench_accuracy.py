@@ -194,7 +194,8 @@ def markdown(summary: dict, studies: list[str], meta: str) -> str:
             if (study, v) not in summary:
                 continue
             s = summary[(study, v)]
-            cells = [f"{s[f'{d}_{k}'][0]:.1f} ± {s[f'{d}_{k}'][1]:.1f}" for d, _ in DIRS for k in ("rank1", "mAP")]
+            cells = [f"{s[f'{d}_{k}'][0]:.1f}" + (f" ± {s[f'{d}_{k}'][1]:.1f}" if s[f'{d}_{k}'][2] > 1 else "")
+                     for d, _ in DIRS for k in ("rank1", "mAP")]
             lines.append(f"| {v} | {s['ir2rgb_mAP'][2]} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -249,7 +250,8 @@ def main() -> None:
             if a.data is None else "given data")
     meta = (f"`python benchmarks/bench_accuracy.py --studies {' '.join(a.studies)} --seeds {a.seeds}` on {data} "
             f"({what}); budget {' '.join(a.budget)} "
-            f"of the demo recipe; {cpu}, {os.cpu_count()} cores; {datetime.date.today()}. Mean ± sd over seeds, percent.")
+            f"of the demo recipe; {cpu}, {os.cpu_count()} cores; {datetime.date.today()}. Mean ± sd over the seeds "
+            "finished (a single run shows its value alone), percent.")
     md = markdown(summary, a.studies, meta)
     print(md)
     if a.write_md:
