@@ -101,23 +101,26 @@ class _Frames:
             raise DatasetFormatError(f"{path}: expected an object obj_id -> modality -> camera -> tracklet -> frames")
         self.json = path
 
-    def has(self, line: Line, modality: str) -> bool:
-        """Whether ``data_paths.json`` lists the tracklet of ``line`` in ``modality`` (its twin of the same moment)."""
+    def _entry(self, line: Line, modality: str) -> tuple[Any, str | None]:
+        """``data_paths[obj_id][modality][camera][tracklet_id]`` of ``line``, or the first key that is missing."""
         node: Any = self.paths
         for key in (line[0], modality, line[2], line[3]):
             if not isinstance(node, dict) or key not in node:
-                return False
+                return None, key
             node = node[key]
-        return isinstance(node, list) and bool(node)
+        return node, None
+
+    def has(self, line: Line, modality: str) -> bool:
+        """Whether ``data_paths.json`` lists the tracklet of ``line`` in ``modality`` (its twin of the same moment)."""
+        node, missing = self._entry(line, modality)
+        return missing is None and isinstance(node, list) and bool(node)
 
     def of(self, line: Line, modality: str) -> tuple[str, ...]:
         obj_id, _, camera, tracklet, where = line
-        node: Any = self.paths
-        for key in (obj_id, modality, camera, tracklet):
-            if not isinstance(node, dict) or key not in node:
-                raise DatasetFormatError(f"{where}: {self.json.name} has no data_paths[{obj_id!r}][{modality!r}]"
-                                         f"[{camera!r}][{tracklet!r}] (missing key {key!r})")
-            node = node[key]
+        node, missing = self._entry(line, modality)
+        if missing is not None:
+            raise DatasetFormatError(f"{where}: {self.json.name} has no data_paths[{obj_id!r}][{modality!r}]"
+                                     f"[{camera!r}][{tracklet!r}] (missing key {missing!r})")
         if not isinstance(node, list) or not node or not all(isinstance(p, str) for p in node):
             raise DatasetFormatError(f"{where}: data_paths[{obj_id!r}][{modality!r}][{camera!r}][{tracklet!r}] "
                                      "must be a non-empty list of frame paths")
