@@ -170,6 +170,16 @@ def assert_same(a: dict[str, Any], b: dict[str, Any], what: str, tol: float = 1e
     return diff
 
 
+# a child process's own memory counters, for the memory measurements (VmRSS, VmHWM in bytes)
+_STATUS_FN = r"""
+def status(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+"""
+
 MEMORY_CHILD = r"""
 import json, sys, threading, time
 import numpy as np, torch
@@ -177,12 +187,7 @@ from cmft.evaluation import evaluate_features
 
 nq, ng, dim, n_ids = (int(x) for x in sys.argv[1:5])
 
-def status(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
+""" + _STATUS_FN + r"""
 
 g = torch.Generator().manual_seed(0)
 q_feats = torch.randn(nq, dim, generator=g)
@@ -269,11 +274,7 @@ import numpy as np
 import torch
 from cmft.evaluation import rerank
 nq, ng, dim, n_ids = (int(a) for a in sys.argv[1:5])
-def status(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
+""" + _STATUS_FN + r"""
 g = torch.Generator().manual_seed(0)
 centres = torch.randn(n_ids, dim, generator=g)
 ids = torch.randint(0, n_ids, (nq + ng,), generator=g)
