@@ -39,7 +39,7 @@ def build_index(folder: Path, entries: int, seed: int = 0) -> Path:
     from cmft.config import load_config
     from cmft.engine.checkpoint import save_checkpoint
     from cmft.models.registry import create_model
-    from cmft.search.index import GalleryIndex
+    from cmft.search.store import GalleryStore
 
     folder.mkdir(parents=True, exist_ok=True)
     cfg = load_config(None, ["model.name=cmft_r18", "data.height=64", "data.width=32", "eval.seq_len=3",
@@ -63,9 +63,8 @@ def build_index(folder: Path, entries: int, seed: int = 0) -> Path:
     rows = [{"key": f"bench/{i}", "camera": int(i % 6) + 1, "modality": "rgb" if i % 2 else "ir", "pid": int(i // 4),
              "source": "bench", "frames": frames[:3], "thumbnail": f"thumbs/t{i % 8}.jpg", "time": None}
             for i in range(entries)]
-    index = GalleryIndex.create(dim, meta={"checkpoint": str(ckpt), "model": "cmft_r18"})
-    index.add(emb, rows)
-    index.save(folder / "index")
+    with GalleryStore.create(folder / "index", dim, meta={"checkpoint": str(ckpt), "model": "cmft_r18"}) as index:
+        index.add(emb, rows)
     return folder / "index"
 
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from cmft.cli import app
 from cmft.search import GalleryIndex, IndexFormatError
+from cmft.search.store import open_store
 
 runner = CliRunner()
 
@@ -279,7 +280,7 @@ def test_search_ranks_exactly_as_eval(built: Path, eval_sets: tuple) -> None:
 
 
 def test_query_dir_embeds_like_the_index(built: Path, synth: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
-    entries = GalleryIndex.load(built).entries()
+    entries = open_store(built).entries()
     ir = next(e for e in entries if e["modality"] == "ir" and e["camera"] == 2)
     folder = tmp_path / "query"
     folder.mkdir()
@@ -306,7 +307,7 @@ def test_query_dir_embeds_like_the_index(built: Path, synth: Path, tiny_checkpoi
 
 
 def test_index_contents_thumbnails_and_incremental_add(built: Path, synth: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
-    idx = GalleryIndex.load(built)
+    idx = open_store(built)
     assert idx.meta["checkpoint"] == str(tiny_checkpoint.resolve()) and idx.meta["seq_len"] == 3 and idx.kind == "flat"
     e = idx.entry(0)
     assert e["key"] == e["source"] == e["frames"][0] and Path(e["key"]).is_file() and e["pid"] is not None
@@ -315,11 +316,11 @@ def test_index_contents_thumbnails_and_incremental_add(built: Path, synth: Path,
     assert len(list((built / "thumbs").glob("*.jpg"))) == len(idx) == 44
     out = tmp_path / "index"
     shutil.copytree(built, out)
-    before = (out / "embeddings.npy").read_bytes()
+    before = {p.name: p.read_bytes() for p in out.glob("*.1.*")}  # the store's row files
     ck = ["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--device", "cpu"]
     r = runner.invoke(app, ["index", str(synth), *ck])  # the same dataset again: nothing new
     assert r.exit_code == 0 and "44 entries" in r.output and "0 new" in r.output
-    assert (out / "embeddings.npy").read_bytes() == before
+    assert {p.name: p.read_bytes() for p in out.glob("*.1.*")} == before
     # plain tracklet folders: a second run appends only the folders not yet indexed
     folders = []
     for name, src in (("a", idx.entry(0)), ("b", idx.entry(30)), ("c", idx.entry(40))):
@@ -331,7 +332,7 @@ def test_index_contents_thumbnails_and_incremental_add(built: Path, synth: Path,
     assert r.exit_code == 0 and "46 entries" in r.output and "2 new" in r.output, r.output
     r = runner.invoke(app, ["index", str(folders[1]), str(folders[2]), "--modality", "ir", "--camera", "7", *ck])
     assert r.exit_code == 0 and "47 entries" in r.output and "1 new" in r.output, r.output
-    grown = GalleryIndex.load(out)
+    grown = open_store(out)
     assert [grown.entry(i)["key"] for i in (44, 45, 46)] == [str(f.resolve()) for f in folders]
     assert {grown.entry(i)["camera"] for i in (44, 45, 46)} == {7} and grown.entry(46)["pid"] is None
     assert np.array_equal(np.stack([grown.embedding(i) for i in range(44)]), np.stack([idx.embedding(i) for i in range(44)]))
@@ -354,8 +355,8 @@ def test_command_line_errors(built: Path, synth: Path, tiny_checkpoint: Path, tm
     assert "--query-modality" in fails("search", str(built), "--query-dir", str(synth))
     broken = tmp_path / "broken"
     shutil.copytree(built, broken)
-    (broken / "entries.json").write_text("[")
-    assert "entries.json: not valid JSON" in fails("search", str(broken), "--query", "0")
+    (broken / "store.sqlite").write_bytes(b"not a database" * 100)
+    assert "store.sqlite: not a readable gallery store" in fails("search", str(broken), "--query", "0")
     # another model: refused when extending the index and when embedding a query folder
     other = tmp_path / "other.pt"
     ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
@@ -365,13 +366,13 @@ def test_command_line_errors(built: Path, synth: Path, tiny_checkpoint: Path, tm
     copy = tmp_path / "copy"
     shutil.copytree(built, copy)
     msg = fails("index", str(synth), "--checkpoint", str(other), "--out", str(copy), "--device", "cpu")
-    assert "index.json: built with another model" in msg
-    assert len(GalleryIndex.load(copy)) == 44
-    one = GalleryIndex.load(built).entry(0)["source"]
+    assert "store.sqlite: built with another model" in msg
+    assert len(open_store(copy)) == 44
+    one = open_store(built).entry(0)["source"]
     assert "built with another model" in fails("search", str(built), "--query-dir", str(Path(one).parent), "--query-modality",
                                                "ir", "--checkpoint", str(other), "--device", "cpu")
     # an index of another width; an approximate run on an exact index; folders that are no dataset
-    GalleryIndex.create(7).save(tmp_path / "dim7")
+    GalleryIndex.create(7).save(tmp_path / "dim7")  # an old-format folder: converted, then refused
     assert "7-wide embeddings" in fails("index", str(synth), *ck, "--out", str(tmp_path / "dim7"))
     assert "leave out --approximate" in fails("index", str(synth), *ck, "--out", str(copy), "--approximate")
     assert "--modality and --camera" in fails("index", str(tmp_path / "broken"), *ck, "--out", str(tmp_path / "x"))
@@ -404,7 +405,7 @@ def test_track_export_entries_carry_the_video_time(tiny_checkpoint: Path, tmp_pa
     by_mod = {e["modality"]: e for e in idx.entries()}
     assert by_mod["rgb"]["time"] == f"{tmp_path / 'day.avi'}#20" and by_mod["rgb"]["seconds"] == 2.0
     assert by_mod["ir"]["time"] == f"{tmp_path / 'night.avi'}#5" and by_mod["ir"]["video_frames"][:2] == [5, 6]
-    assert by_mod["ir"]["label"] == "track" and GalleryIndex.load(tmp_path / "index").entries() == idx.entries()
+    assert by_mod["ir"]["label"] == "track" and open_store(tmp_path / "index").entries() == idx.entries()
 
 
 def test_image_datasets_index_every_test_image_once(tmp_path: Path) -> None:

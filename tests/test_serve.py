@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import sqlite3
 import socket
 import tempfile
 import threading
@@ -25,7 +26,7 @@ pytest.importorskip("multipart", reason="the serve extra (python-multipart) is n
 from fastapi.testclient import TestClient  # noqa: E402
 
 from cmft.inference import Extractor  # noqa: E402
-from cmft.search.index import GalleryIndex  # noqa: E402
+from cmft.search.store import GalleryStore, open_store  # noqa: E402
 from cmft.search.indexing import index_dataset  # noqa: E402
 from cmft.serve.app import STATIC_DIR, create_app  # noqa: E402
 
@@ -39,8 +40,8 @@ def index_folder(tiny_checkpoint: Path, vcm4: Path, tmp_path_factory: pytest.Tem
 
 
 @pytest.fixture(scope="module")
-def index(index_folder: Path) -> GalleryIndex:
-    return GalleryIndex.load(index_folder)
+def index(index_folder: Path) -> GalleryStore:
+    return open_store(index_folder, readonly=True)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def assert_clear_error(r, status: int, *words: str) -> None:  # noqa: ANN001
 
 
 # -- read-only endpoints --------------------------------------------------------------------------------------
-def test_health(client: TestClient, index: GalleryIndex) -> None:
+def test_health(client: TestClient, index: GalleryStore) -> None:
     r = client.get("/health")
     assert r.status_code == 200
     h = r.json()
@@ -91,7 +92,7 @@ def test_health(client: TestClient, index: GalleryIndex) -> None:
     assert "default-src 'self'" in r.headers["content-security-policy"]
 
 
-def test_list_and_filter(client: TestClient, index: GalleryIndex) -> None:
+def test_list_and_filter(client: TestClient, index: GalleryStore) -> None:
     page = client.get("/tracklets").json()
     assert page["total"] == 9 and [e["id"] for e in page["items"]] == list(range(9))
     first = page["items"][0]
@@ -110,7 +111,7 @@ def test_list_and_filter(client: TestClient, index: GalleryIndex) -> None:
     assert_clear_error(client.get("/tracklets", params={"modality": "thermal"}), 422, "modality")
 
 
-def test_entry_and_thumbnail(client: TestClient, index: GalleryIndex, index_folder: Path) -> None:
+def test_entry_and_thumbnail(client: TestClient, index: GalleryStore, index_folder: Path) -> None:
     e = client.get("/tracklets/4").json()
     assert {k: v for k, v in e.items() if k not in ("n_frames", "thumbnail_url")} == index.entry(4)
     r = client.get("/tracklets/4/thumbnail")
@@ -124,7 +125,7 @@ def test_entry_and_thumbnail(client: TestClient, index: GalleryIndex, index_fold
 
 
 # -- search by id ---------------------------------------------------------------------------------------------
-def test_search_by_id_equals_index_search(client: TestClient, index: GalleryIndex) -> None:
+def test_search_by_id_equals_index_search(client: TestClient, index: GalleryStore) -> None:
     for q in (e for e in index.entries() if e["modality"] == "ir"):
         r = client.post("/search", json={"id": q["id"], "k": 4})
         assert r.status_code == 200, r.text
@@ -142,7 +143,7 @@ def test_search_by_id_equals_index_search(client: TestClient, index: GalleryInde
             assert x["match"] == (x["pid"] == q["pid"]) and x["key"] == index.entry(x["id"])["key"]
 
 
-def test_search_filters(client: TestClient, index: GalleryIndex) -> None:
+def test_search_filters(client: TestClient, index: GalleryStore) -> None:
     rgb_query = next(e for e in index.entries() if e["modality"] == "rgb")
     body = client.post("/search", json={"id": rgb_query["id"], "k": 10}).json()
     assert body["modality"] == "ir" and len(body["results"]) == 3  # the other modality: all 3 infrared tracklets
@@ -166,7 +167,7 @@ def test_search_errors(client: TestClient) -> None:
 
 
 # -- upload search --------------------------------------------------------------------------------------------
-def test_upload_of_indexed_frames_equals_search_by_id(client: TestClient, index: GalleryIndex) -> None:
+def test_upload_of_indexed_frames_equals_search_by_id(client: TestClient, index: GalleryStore) -> None:
     q = index.entry(1)  # an infrared tracklet; its own JPEG frames embed to its stored embedding
     frames = [(Path(p).name, Path(p).read_bytes(), "image/jpeg") for p in q["frames"]]
     r = upload(client, frames, modality="ir", k="5")
@@ -179,7 +180,7 @@ def test_upload_of_indexed_frames_equals_search_by_id(client: TestClient, index:
     assert all(x["match"] is None for x in got["results"])  # an upload's identity is unknown
 
 
-def test_upload_png_frames_equal_extractor_search(client: TestClient, index: GalleryIndex, tiny_checkpoint: Path,
+def test_upload_png_frames_equal_extractor_search(client: TestClient, index: GalleryStore, tiny_checkpoint: Path,
                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(7)
     paths = []
@@ -252,9 +253,8 @@ def test_bad_uploads(client: TestClient, strict: TestClient) -> None:
 def test_upload_without_checkpoint(index_folder: Path, tmp_path: Path) -> None:
     folder = tmp_path / "index"
     shutil.copytree(index_folder, folder)
-    head = json.loads((folder / "index.json").read_text())
-    del head["meta"]["checkpoint"]
-    (folder / "index.json").write_text(json.dumps(head))
+    with sqlite3.connect(folder / "store.sqlite") as db:
+        db.execute("UPDATE info SET value = json_remove(value, '$.checkpoint') WHERE name = 'meta'")
     frame = ("a.png", noise_png(16, 8), "image/png")
     with TestClient(create_app(folder)) as c:
         assert c.get("/health").json()["uploads"] is False
@@ -365,12 +365,11 @@ def test_crafted_thumbnail_entries_stay_in_thumbs(index_folder: Path, tmp_path: 
     (folder / "thumbs" / "note.txt").write_bytes(secret)
     (folder / "thumbs" / "3.jpg").unlink()
     (folder / "thumbs" / "3.jpg").symlink_to(tmp_path / "outside.jpg")
-    entries = json.loads((folder / "entries.json").read_text())
     crafted = {0: "../secret.jpg", 1: "thumbs/../secret.jpg", 2: "thumbs/../../outside.jpg", 4: str(tmp_path / "outside.jpg"),
                5: "thumbs/note.txt", 6: None}
-    for i, rel in crafted.items():
-        entries[i]["thumbnail"] = rel
-    (folder / "entries.json").write_text(json.dumps(entries))
+    with sqlite3.connect(folder / "store.sqlite") as db:  # entries as a tampered store would hold them
+        for i, rel in crafted.items():
+            db.execute("UPDATE entries SET doc = json_set(doc, '$.thumbnail', ?) WHERE id = ?", (rel, i))
     with TestClient(create_app(folder)) as c:
         for i in (*crafted, 3):
             r = c.get(f"/tracklets/{i}/thumbnail")
@@ -392,9 +391,9 @@ def test_cli_serve(index_folder: Path, tmp_path: Path, monkeypatch: pytest.Monke
     assert r.exit_code == 2 and "no such index folder" in r.output
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "index.json").write_text("{not json")
+    (bad / "store.sqlite").write_bytes(b"{not a database" * 100)
     r = runner.invoke(app, ["serve", str(bad)])
-    assert r.exit_code == 2 and "index.json" in r.output and "not valid JSON" in r.output
+    assert r.exit_code == 2 and "store.sqlite" in r.output and "not a readable gallery store" in r.output
     r = runner.invoke(app, ["serve", str(index_folder), "--checkpoint", str(tmp_path / "none.pt")])
     assert r.exit_code == 2 and "none.pt" in r.output
     seen = {}

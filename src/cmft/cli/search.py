@@ -1,4 +1,4 @@
-"""``cmft index`` (embed tracklets into a gallery index folder) and ``cmft search`` (top-k of a query).
+"""``cmft index`` (embed tracklets into a gallery store), ``cmft prune`` (retention) and ``cmft search`` (top-k of a query).
 
 Everything heavy (torch, the model, FAISS) is imported inside the commands.
 """
@@ -15,13 +15,6 @@ from rich.table import Table
 from cmft.cli._common import _fail, _progress, _task_callback, console, err
 
 
-def _indexed_count(out: Path) -> int:
-    try:
-        return int(json.loads((out / "index.json").read_text(encoding="utf-8")).get("count", 0))
-    except (OSError, ValueError, AttributeError, TypeError):
-        return 0
-
-
 def _extractor(checkpoint: Path, device: str, batch_size: int) -> Any:
     from cmft.inference import Extractor
 
@@ -33,96 +26,183 @@ def _extractor(checkpoint: Path, device: str, batch_size: int) -> Any:
         _fail(str(e))
 
 
-def _summary_table(entries: list[dict], before: int) -> Table:
-    counts: dict[tuple[str, int], list[int]] = {}
-    for e in entries:
-        c = counts.setdefault((e["modality"], e["camera"]), [0, 0])
-        c[0] += 1
-        c[1] += e["id"] >= before
-    table = Table(title="gallery index")
+def _summary_table(counts: list[tuple[str, int, int, int]]) -> Table:
+    table = Table(title="gallery store")
     for col in ("modality", "camera", "entries", "new"):
         table.add_column(col, justify="left" if col == "modality" else "right")
-    for (mod, cam), (n, new) in sorted(counts.items()):
+    for mod, cam, n, new in counts:
         table.add_row(mod, str(cam), str(n), str(new))
     return table
 
 
+def _open_for_reading(path: Path) -> Any:
+    """The store at ``path`` opened read-only, or a clear exit (an old index folder names the upgrade command)."""
+    from cmft.search.index import IndexFormatError
+    from cmft.search.store import open_store
+
+    try:
+        return open_store(path, readonly=True)
+    except IndexFormatError as e:
+        _fail(str(e))
+
+
 def index_cmd(
-    dataset_or_dirs: Annotated[list[Path], typer.Argument(help="dataset roots (HITSZ-VCM or a `cmft track` export, SYSU-MM01, RegDB), or with --modality and --camera plain tracklet folders (one folder of frames per tracklet)")],
-    checkpoint: Annotated[Path, typer.Option(help="the cmft checkpoint that embeds the tracklets (a run's best.pt / last.pt)")],
-    out: Annotated[Path, typer.Option(help="index folder to create or extend")],
+    dataset_or_dirs: Annotated[Optional[list[Path]], typer.Argument(help="dataset roots (HITSZ-VCM or a `cmft track` export, SYSU-MM01, RegDB), or with --modality and --camera plain tracklet folders (one folder of frames per tracklet); none with --upgrade or --compact alone")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="the cmft checkpoint that embeds the tracklets (a run's best.pt / last.pt)")] = None,
+    out: Annotated[Optional[Path], typer.Option("--store", "--out", help="gallery store folder to create or extend")] = None,
     dataset: Annotated[str, typer.Option(help="auto (from the layout), hitsz_vcm, sysu_mm01 or regdb")] = "auto",
     modality: Annotated[Optional[str], typer.Option(help="rgb or ir: plain tracklet folders' modality")] = None,
     camera: Annotated[Optional[int], typer.Option(help="plain tracklet folders' camera id")] = None,
-    approximate: Annotated[bool, typer.Option(help="HNSW graph index (approximate, fast on large galleries) instead of exact search")] = False,
+    captured: Annotated[Optional[str], typer.Option(help="plain tracklet folders' capture time, ISO 8601 (e.g. 2026-11-30T21:05:00Z): what --since / --until filter on")] = None,
+    approximate: Annotated[bool, typer.Option(help="approximate (IVF) search, fast on large galleries, instead of exact search")] = False,
+    upgrade: Annotated[bool, typer.Option(help="convert an index folder of the old format (cmft-gallery-index/1) into a store")] = False,
+    compact: Annotated[Optional[bool], typer.Option("--compact/--no-compact", help="rewrite the store after adding (drop deleted rows, (re)build the IVF lists); default: when it has grown enough to pay")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1")] = "auto",
     batch_size: Annotated[int, typer.Option(help="tracklets per forward pass")] = 32,
 ) -> None:
-    """Embed every test tracklet of a dataset (or plain tracklet folders) into a gallery index; an existing index
-    is extended, tracklets already in it are skipped."""
+    """Embed every test tracklet of a dataset (or plain tracklet folders) into a gallery store; an existing store
+    is extended (tracklets already in it are skipped), an old index folder is converted first. Each batch of
+    tracklets is committed as it is done: a killed run keeps them, and the same command again finishes the rest."""
     from cmft.data.errors import DatasetFormatError
     from cmft.data.datasets.registry import detect_dataset
     from cmft.search.index import IndexFormatError
+    from cmft.search.store import open_store, parse_time
 
+    dirs = list(dataset_or_dirs or [])
+    if out is None:
+        _fail("give the gallery store folder with --store (or --out)")
+    if "://" in str(out):
+        _fail(f"--store {out}: only store folders are supported here (no backend for {str(out).split('://')[0]!r} URIs)")
+    if not dirs and not upgrade and not compact:
+        _fail("nothing to do: give dataset roots or tracklet folders to index, or --upgrade / --compact")
     if (modality is None) != (camera is None):
         _fail("plain tracklet folders need both --modality and --camera (a dataset root needs neither)")
     if modality is not None and modality not in ("rgb", "ir"):
         _fail(f"--modality must be rgb or ir, got {modality!r}")
-    for p in dataset_or_dirs:
+    if captured is not None:
+        if modality is None:
+            _fail("--captured sets the capture time of plain tracklet folders (with --modality and --camera)")
+        try:
+            parse_time(captured, "--captured")
+        except IndexFormatError as e:
+            _fail(str(e))
+    for p in dirs:
         if not p.is_dir():
             _fail(f"{p}: no such folder")
     if modality is None:
-        for p in dataset_or_dirs:
+        for p in dirs:
             if dataset == "auto":
                 try:
                     detect_dataset(p)
                 except DatasetFormatError as e:
                     _fail(f"{e}. For plain tracklet folders give --modality and --camera.")
-    if out.is_dir() and any(out.iterdir()) and not (out / "index.json").is_file():
-        if not any((out / n).exists() for n in ("embeddings.npy", "entries.json")):
-            _fail(f"{out}: not empty and not a gallery index (no index.json); choose another --out")
-    from cmft.search.indexing import index_dataset, index_folders
+    from cmft.search.indexing import index_dataset, index_folders, needs_upgrade
 
-    ex = _extractor(checkpoint, device, batch_size)
-    kind = "hnsw" if approximate else "flat"
-    meta = {"checkpoint": str(checkpoint.resolve())}
-    before = _indexed_count(out)
-    try:
+    if needs_upgrade(out):
+        err.print(f"{out}: an index folder of the old format (cmft-gallery-index/1): converting it into a gallery store")
+        try:
+            open_store(out).close()
+        except IndexFormatError as e:
+            _fail(str(e))
+        console.print(f"{out}: converted (ids, entries and thumbnails kept)")
+    elif upgrade and not dirs:
+        _fail(f"{out}: not an index folder of the old format (nothing to upgrade)")
+    if not dirs:
+        store = _open_for_writing(out)
+        before = store.next_id
+    else:
+        if checkpoint is None:
+            _fail("indexing needs --checkpoint (the model that embeds the tracklets)")
+        ex = _extractor(checkpoint, device, batch_size)
+        kind = "ivf" if approximate else "flat"
+        meta = {"checkpoint": str(checkpoint.resolve())}
+        try:
+            before = _open_for_writing(out).next_id if (out / "store.sqlite").is_file() else 0
+            with _progress() as p:
+                if modality is not None:
+                    store = index_folders(ex, dirs, modality, int(camera), out, kind,  # type: ignore[arg-type]
+                                          progress=_task_callback(p, "embedding folders"), meta=meta, captured=captured)
+                else:
+                    for root in dirs:
+                        store = index_dataset(ex, root, out, dataset, kind, progress=_task_callback(p, f"embedding {root.name}"), meta=meta)
+        except (IndexFormatError, DatasetFormatError, FileNotFoundError, ValueError) as e:
+            _fail(str(e))
+    if compact or (compact is None and store.needs_compaction()):
         with _progress() as p:
-            if modality is not None:
-                index = index_folders(ex, dataset_or_dirs, modality, int(camera), out, kind,  # type: ignore[arg-type]
-                                      progress=_task_callback(p, "embedding folders"), meta=meta)
-            else:
-                for root in dataset_or_dirs:
-                    index = index_dataset(ex, root, out, dataset, kind, progress=_task_callback(p, f"embedding {root.name}"), meta=meta)
-    except (IndexFormatError, DatasetFormatError, FileNotFoundError, ValueError) as e:
+            task = p.add_task("compacting", total=None)
+            store.compact(progress=lambda msg: p.update(task, description=msg))
+    console.print(_summary_table(store.counts(before)))
+    console.print(f"{len(store)} entries in {out} ({sum(c[3] for c in store.counts(before))} new, "
+                  f"{'approximate (IVF)' if store.kind == 'ivf' else 'exact'} search, "
+                  f"{store.dim}-d embeddings of {store.meta.get('model', '?')})")
+
+
+def _open_for_writing(path: Path) -> Any:
+    from cmft.search.index import IndexFormatError
+    from cmft.search.store import open_store
+
+    try:
+        return open_store(path)
+    except IndexFormatError as e:
         _fail(str(e))
-    console.print(_summary_table(index.entries(), before))
-    console.print(f"{len(index)} entries in {out} ({len(index) - before} new, {index.kind} index, "
-                  f"{index.dim}-d embeddings of {index.meta.get('model', '?')})")
+
+
+def prune_cmd(
+    store_dir: Annotated[Path, typer.Argument(metavar="STORE", help="a gallery store folder written by `cmft index`")],
+    before: Annotated[Optional[str], typer.Option(help="delete every tracklet captured before this time (ISO 8601): a retention policy")] = None,
+    older_than_days: Annotated[Optional[float], typer.Option(help="delete every tracklet captured more than this many days ago")] = None,
+    key: Annotated[Optional[list[str]], typer.Option(help="delete the tracklet with this key (repeat for several)")] = None,
+    id: Annotated[Optional[list[int]], typer.Option("--id", help="delete the tracklet with this id (repeat for several)")] = None,  # noqa: A002
+    compact: Annotated[bool, typer.Option("--compact/--no-compact", help="rewrite the store now to reclaim the space (else searches skip the deleted rows until a later compaction)")] = True,
+) -> None:
+    """Delete tracklets from a gallery store: by capture time (retention), key or id, in one transaction."""
+    import time as _time
+
+    from cmft.search.index import IndexFormatError
+
+    if before is not None and older_than_days is not None:
+        _fail("give --before or --older-than-days, not both")
+    cut: Any = before
+    if older_than_days is not None:
+        if older_than_days < 0:
+            _fail(f"--older-than-days must be >= 0, got {older_than_days}")
+        cut = _time.time() - older_than_days * 86400
+    if cut is None and not key and not id:
+        _fail("nothing to delete: give --before, --older-than-days, --key or --id")
+    store = _open_for_writing(store_dir)
+    try:
+        n = store.delete(ids=id or (), keys=key or (), before=cut)
+    except IndexFormatError as e:
+        _fail(str(e))
+    if compact and n:
+        store.compact()
+    console.print(f"{n} tracklets deleted from {store_dir}; {len(store)} remain")
 
 
 def _resolve_query(index: Any, query: str) -> int:
     """An entry id from a key, an id, or a unique key suffix (``0011/ir/D1/1.jpg``)."""
+    from cmft.search.index import IndexFormatError
+
     hit = index.find(query)
     if hit is not None:
         return hit
     if query.isdigit():
-        if int(query) < len(index):
+        try:
+            index.entry(int(query))
             return int(query)
-        _fail(f"--query {query}: no entry with that id (the index holds ids 0..{len(index) - 1})")
-    tail = "/" + query.strip("/")
-    matches = [e["id"] for e in index.entries() if e["key"].endswith(tail)]
+        except IndexFormatError:
+            _fail(f"--query {query}: no entry with that id (the index holds {len(index)} entries, ids below {index.next_id})")
+    matches = index.find_suffix("/" + query.strip("/"), limit=4)
     if len(matches) == 1:
         return matches[0]
     if matches:
         shown = ", ".join(index.entry(i)["key"] for i in matches[:3])
-        _fail(f"--query {query!r} matches {len(matches)} keys (e.g. {shown}); give more of the key or an id")
+        _fail(f"--query {query!r} matches {len(matches)}{'+' if len(matches) == 4 else ''} keys (e.g. {shown}); give more of the key or an id")
     _fail(f"--query {query!r}: no entry has this key or id (nor a key ending in it)")
 
 
 def search_cmd(
-    index_dir: Annotated[Path, typer.Argument(metavar="INDEX", help="an index folder written by `cmft index`")],
+    index_dir: Annotated[Path, typer.Argument(metavar="STORE", help="a gallery store folder written by `cmft index`")],
     query: Annotated[Optional[str], typer.Option(help="an indexed tracklet: its key, its id, or a unique end of its key")] = None,
     query_dir: Annotated[Optional[Path], typer.Option(help="a folder of frame images: a tracklet to embed (needs --query-modality and --checkpoint)")] = None,
     query_modality: Annotated[Optional[str], typer.Option(help="rgb or ir: the modality of --query-dir")] = None,
@@ -130,12 +210,15 @@ def search_cmd(
     top_k: Annotated[int, typer.Option(help="how many results")] = 10,
     modality: Annotated[Optional[str], typer.Option(help="search rgb, ir or any; default: the modality the query is not in (cross-modal)")] = None,
     camera: Annotated[Optional[list[int]], typer.Option(help="keep only these cameras (repeat the option for several)")] = None,
+    since: Annotated[Optional[str], typer.Option(help="only tracklets captured at or after this time (ISO 8601)")] = None,
+    until: Annotated[Optional[str], typer.Option(help="only tracklets captured at or before this time (ISO 8601)")] = None,
     exclude_same_camera_pid: Annotated[bool, typer.Option(help="leave out gallery entries of the query's identity seen by the query's camera (the HITSZ-VCM evaluation rule; needs an indexed query with a known identity)")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda: where --query-dir is embedded")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print the results as a JSON list")] = False,
 ) -> None:
     """Rank an index's tracklets against a query (cosine similarity, best first) with modality / camera filters."""
-    from cmft.search.index import GalleryIndex, IndexFormatError
+    from cmft.search.index import IndexFormatError
+    from cmft.search.store import parse_time
 
     if (query is None) == (query_dir is None):
         _fail("give exactly one of --query (an indexed tracklet) or --query-dir (a folder of frames)")
@@ -143,10 +226,12 @@ def search_cmd(
         _fail(f"--modality must be rgb, ir or any, got {modality!r}")
     if top_k < 1:
         _fail(f"--top-k must be at least 1, got {top_k}")
-    try:
-        index = GalleryIndex.load(index_dir)
-    except IndexFormatError as e:
-        _fail(str(e))
+    for name, value in (("--since", since), ("--until", until)):
+        try:
+            parse_time(value, name)
+        except IndexFormatError as e:
+            _fail(str(e))
+    index = _open_for_reading(index_dir)
     exclude: list[int] = []
     if query is not None:
         qid = _resolve_query(index, query)
@@ -156,8 +241,7 @@ def search_cmd(
         if exclude_same_camera_pid:
             if q_entry["pid"] is None:
                 _fail(f"--exclude-same-camera-pid: query #{qid} has no known identity (pid)")
-            exclude += [e["id"] for e in index.entries()
-                        if e["pid"] == q_entry["pid"] and e["camera"] == q_entry["camera"] and e["id"] != qid]
+            exclude += [i for i in index.ids_where(q_entry["pid"], q_entry["camera"]) if i != qid]
     else:
         if exclude_same_camera_pid:
             _fail("--exclude-same-camera-pid needs an indexed query (--query) with a known identity")
@@ -174,25 +258,27 @@ def search_cmd(
             _fail(str(e))
         ex = _extractor(checkpoint, device, 32)  # type: ignore[arg-type]
         try:
-            check_model(index, extractor_meta(ex, checkpoint=str(checkpoint)), Path(index_dir) / "index.json")
+            check_model(index, extractor_meta(ex, checkpoint=str(checkpoint)), Path(index_dir) / "store.sqlite")
         except IndexFormatError as e:
             _fail(str(e))
         q_vec, q_mod, label = ex([frames], query_modality)[0], query_modality, str(query_dir)
     target = modality or ("rgb" if q_mod == "ir" else "ir")
     try:
         hits = index.search(q_vec[None], k=top_k, modality=None if target == "any" else target, cameras=camera,
-                            exclude=exclude)[0]
+                            exclude=exclude, since=since, until=until)[0]
     except IndexFormatError as e:
         _fail(str(e))
     rows = []
     for rank, (gid, score) in enumerate(hits, 1):
         e = index.entry(gid)
         rows.append({"rank": rank, "id": gid, "key": e["key"], "camera": e["camera"], "modality": e["modality"],
-                     "pid": e["pid"], "score": score, "time": e["time"], "source": e["source"], "thumbnail": e["thumbnail"]})
+                     "pid": e["pid"], "score": score, "time": e["time"], "captured": e.get("captured"), "source": e["source"],
+                     "thumbnail": e["thumbnail"]})
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     where = f"{target} entries" + (f", cameras {', '.join(map(str, camera))}" if camera else "")
+    where += f", captured {since or '...'} to {until or '...'}" if since or until else ""
     table = Table(title=f"top {top_k} of {q_mod} query {label} among {where}")
     for col in ("rank", "id", "key", "camera", "modality", "pid", "score", "time"):
         table.add_column(col, justify="left" if col in ("key", "modality", "time") else "right",
@@ -206,6 +292,7 @@ def search_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``index`` and ``search`` to ``app``."""
+    """Add ``index``, ``prune`` and ``search`` to ``app``."""
     app.command("index")(index_cmd)
+    app.command("prune")(prune_cmd)
     app.command("search")(search_cmd)

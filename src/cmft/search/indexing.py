@@ -1,12 +1,14 @@
-"""Fill a :class:`~cmft.search.index.GalleryIndex` folder with a checkpoint's embeddings of tracklets.
+"""Fill a gallery store (:class:`~cmft.search.store.GalleryStore`) with a checkpoint's embeddings of tracklets.
 
 * :func:`index_dataset`: every test tracklet of both modalities of a HITSZ-VCM (or ``cmft track`` export),
   SYSU-MM01 or RegDB tree;
 * :func:`index_folders`: plain folders, each one tracklet of frame images, of one modality and camera;
-* :func:`index_tracklets`: the common step (embed per modality in batches, write thumbnails, add, save).
+* :func:`index_tracklets`: the common step (embed per modality in batches, write thumbnails, commit), one
+  transaction per ``commit_every`` tracklets, so a killed run keeps what it committed and a re-run goes on.
 
-An existing index folder is appended to: tracklets whose key is already indexed are skipped, and an index
-built by another model (weights fingerprint, clip length or frame size) or of another width is refused.
+An existing store is appended to: tracklets whose key is already indexed are skipped, and a store built by
+another model (weights fingerprint, clip length or frame size) or of another width is refused. An index folder
+of the old format (``cmft-gallery-index/1``) is converted first.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cmft.search.index import INDEX, GalleryIndex, IndexFormatError
+from cmft.search.index import INDEX, IndexFormatError
+from cmft.search.store import GalleryStore, is_store, open_store
 
 Progress = Callable[[int, int], None]
 THUMB_HEIGHT = 128
@@ -48,7 +51,7 @@ def extractor_meta(extractor: Any, **extra: Any) -> dict:
             **{k: v for k, v in extra.items() if v is not None}}
 
 
-def check_model(index: GalleryIndex, mine: dict, where: Any) -> None:
+def check_model(index: Any, mine: dict, where: Any) -> None:
     """Refuse to mix models: ``mine`` (:func:`extractor_meta`) must match the index's dim, weights and clips."""
     if index.dim != mine["dim"]:
         raise IndexFormatError(f"{where}: the index holds {index.dim}-wide embeddings but this checkpoint gives "
@@ -64,22 +67,28 @@ def check_model(index: GalleryIndex, mine: dict, where: Any) -> None:
             raise IndexFormatError(f"{where}: built with {k}={theirs.get(k)}, but the extractor uses {k}={mine[k]}")
 
 
-def open_index(folder: str | os.PathLike[str], extractor: Any, kind: str = "flat", meta: dict | None = None) -> GalleryIndex:
-    """The index at ``folder`` if there is one (checked against the extractor), else a new empty one."""
+def needs_upgrade(folder: str | os.PathLike[str]) -> bool:
+    """True when ``folder`` is an index folder of the old format (``cmft-gallery-index/1``)."""
+    return not is_store(folder) and (Path(folder) / INDEX).is_file()
+
+
+def open_index(folder: str | os.PathLike[str], extractor: Any, kind: str = "flat", meta: dict | None = None) -> GalleryStore:
+    """The store at ``folder`` if there is one (an old index folder is converted; checked against the extractor),
+    else a new empty one. ``kind``: "flat" (exact) or "ivf" (approximate; "hnsw" is the old name)."""
     folder = Path(folder)
+    kind = "ivf" if kind == "hnsw" else kind
     mine = extractor_meta(extractor, **(meta or {}))
-    if not (folder / INDEX).is_file():
+    if not is_store(folder) and not (folder / INDEX).is_file():
         if folder.is_dir() and any(folder.iterdir()):
-            if any((folder / n).exists() for n in ("embeddings.npy", "entries.json")):
-                GalleryIndex.load(folder)  # raises, naming the missing index.json
-            raise IndexFormatError(f"{folder}: not empty and not a gallery index (no {INDEX}); choose another --out")
-        return GalleryIndex.create(mine["dim"], kind, meta=mine)
-    index = GalleryIndex.load(folder)
-    check_model(index, mine, folder / INDEX)
-    if index.kind != kind:
-        raise IndexFormatError(f"{folder / INDEX}: the index is {index.kind!r}, not {kind!r} "
-                               f"({'pass --approximate' if index.kind == 'hnsw' else 'leave out --approximate'} to extend it)")
-    return index
+            raise IndexFormatError(f"{folder}: not empty and not a gallery index; choose another --out")
+        return GalleryStore.create(folder, mine["dim"], kind, meta=mine)
+    store = open_store(folder)
+    check_model(store, mine, store.path / "store.sqlite")
+    if store.kind != kind:
+        store.close()
+        raise IndexFormatError(f"{folder}: the index is {'approximate' if store.kind == 'ivf' else 'exact'} ({store.kind!r}), "
+                               f"not {kind!r} ({'pass --approximate' if store.kind == 'ivf' else 'leave out --approximate'} to extend it)")
+    return store
 
 
 # -- the common step ------------------------------------------------------------------------------------------
@@ -100,49 +109,53 @@ def _write_thumbnail(frame: str, dest: Path) -> None:
         raise
 
 
-def index_tracklets(extractor: Any, items: Sequence[dict], index: GalleryIndex, folder: str | os.PathLike[str],
-                    progress: Progress | None = None) -> list[int]:
-    """Embed ``items`` (entry dicts whose ``frames`` are the tracklet's image paths), add them to ``index`` in
-    order, write ``folder/thumbs/<id>.jpg`` (the middle frame, 128 px high) and save the index to ``folder``.
-
-    Items of one modality are embedded together in batches of ``extractor.batch_size``. Returns the new ids.
+def index_tracklets(extractor: Any, items: Sequence[dict], store: GalleryStore, progress: Progress | None = None,
+                    commit_every: int = 256) -> list[int]:
+    """Embed ``items`` (entry dicts whose ``frames`` are the tracklet's image paths) and add them to ``store`` in
+    order, ``commit_every`` tracklets per transaction, each with ``thumbs/<id>.jpg`` (the middle frame, 128 px
+    high). Items of one modality are embedded together in batches of ``extractor.batch_size``. Returns the new ids.
     A key already indexed (or repeated) is an error, raised before any work."""
     import numpy as np
 
-    folder = Path(folder)
+    folder = store.path
     seen: set[str] = set()
     for it in items:
         key = it.get("key")
-        if index.find(key) is not None or key in seen:
+        if store.find(key) is not None or key in seen:
             raise IndexFormatError(f"{folder}: key {key!r} is already indexed; nothing was added")
         if it.get("modality") not in ("rgb", "ir"):
             raise IndexFormatError(f"key {key!r}: modality must be 'rgb' or 'ir', got {it.get('modality')!r}")
         if not it.get("frames"):
             raise IndexFormatError(f"key {key!r}: a tracklet needs at least one frame")
         seen.add(key)
-    emb = np.zeros((len(items), index.dim), np.float32)
-    done = 0
-    step = max(1, int(getattr(extractor, "batch_size", 32)))
-    for modality in ("ir", "rgb"):
-        rows = [i for i, it in enumerate(items) if it["modality"] == modality]
-        for start in range(0, len(rows), step):
-            chunk = rows[start:start + step]
-            emb[chunk] = extractor([list(items[i]["frames"]) for i in chunk], modality)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, len(items))
-    first = len(index)
     (folder / THUMBS).mkdir(parents=True, exist_ok=True)
-    entries = []
-    for j, it in enumerate(items):
-        rel = f"{THUMBS}/{first + j}.jpg"
-        _write_thumbnail(it["frames"][len(it["frames"]) // 2], folder / rel)
-        frames = [str(f) for f in it["frames"]]
-        entries.append({"key": it["key"], "camera": it["camera"], "modality": it["modality"], "pid": it.get("pid"),
-                        "time": it.get("time"), "source": str(it.get("source") or frames[0]), "frames": frames,
-                        "thumbnail": rel, **{k: v for k, v in it.items() if k not in _FIELDS}})
-    ids = index.add(emb, entries)
-    index.save(folder)
+    step = max(1, int(getattr(extractor, "batch_size", 32)))
+
+    def thumbnails(ids: list[int], entries: list[dict]) -> None:  # under the writer lock, before the commit
+        for i, e in zip(ids, entries):
+            e["thumbnail"] = f"{THUMBS}/{i}.jpg"
+            _write_thumbnail(e["frames"][len(e["frames"]) // 2], folder / e["thumbnail"])
+
+    ids: list[int] = []
+    done = 0
+    for first in range(0, len(items), commit_every):
+        part = items[first:first + commit_every]
+        emb = np.zeros((len(part), store.dim), np.float32)
+        for modality in ("ir", "rgb"):
+            rows = [i for i, it in enumerate(part) if it["modality"] == modality]
+            for start in range(0, len(rows), step):
+                chunk = rows[start:start + step]
+                emb[chunk] = extractor([list(part[i]["frames"]) for i in chunk], modality)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, len(items))
+        entries = []
+        for it in part:
+            frames = [str(f) for f in it["frames"]]
+            entries.append({"key": it["key"], "camera": it["camera"], "modality": it["modality"], "pid": it.get("pid"),
+                            "time": it.get("time"), "source": str(it.get("source") or frames[0]), "frames": frames,
+                            "thumbnail": None, **{k: v for k, v in it.items() if k not in _FIELDS}})
+        ids += store.add(emb, entries, hook=thumbnails)
     return ids
 
 
@@ -224,22 +237,21 @@ def dataset_items(root: str | os.PathLike[str], dataset: str = "auto") -> tuple[
 
 
 def index_dataset(extractor: Any, root: str | os.PathLike[str], folder: str | os.PathLike[str], dataset: str = "auto",
-                  kind: str = "flat", progress: Progress | None = None, *, meta: dict | None = None) -> GalleryIndex:
-    """Index every test tracklet of both modalities of a dataset tree into ``folder`` (created or appended to:
-    keys already there are skipped). ``meta`` is recorded in a new index (e.g. ``{"checkpoint": path}``)."""
+                  kind: str = "flat", progress: Progress | None = None, *, meta: dict | None = None) -> GalleryStore:
+    """Index every test tracklet of both modalities of a dataset tree into the store at ``folder`` (created or
+    appended to: keys already there are skipped). ``meta`` is recorded in a new store (e.g. ``{"checkpoint": path}``)."""
     _, items = dataset_items(root, dataset)
-    index = open_index(folder, extractor, kind, meta)
-    new = [it for it in items if index.find(it["key"]) is None]
-    if new or not (Path(folder) / INDEX).is_file():
-        index_tracklets(extractor, new, index, folder, progress)
-    return index
+    store = open_index(folder, extractor, kind, meta)
+    index_tracklets(extractor, [it for it in items if store.find(it["key"]) is None], store, progress)
+    return store
 
 
 def index_folders(extractor: Any, folders: Sequence[str | os.PathLike[str]], modality: str, camera: int,
                   folder: str | os.PathLike[str], kind: str = "flat", progress: Progress | None = None, *,
-                  meta: dict | None = None) -> GalleryIndex:
+                  meta: dict | None = None, captured: Any = None) -> GalleryStore:
     """Index plain tracklet folders (each a folder of frame images, naturally sorted) of one modality and camera;
-    the key of each is its absolute path, its identity unknown. Folders already indexed are skipped."""
+    the key of each is its absolute path, its identity unknown; ``captured`` (ISO 8601) is their capture time.
+    Folders already indexed are skipped."""
     from cmft.inference.extractor import frame_paths
 
     if modality not in ("rgb", "ir"):
@@ -253,13 +265,12 @@ def index_folders(extractor: Any, folders: Sequence[str | os.PathLike[str]], mod
             continue
         seen.add(str(p))
         items.append({"key": str(p), "camera": camera, "modality": modality, "pid": None, "time": None,
-                      "source": str(p), "frames": frame_paths(p), "dataset": "folders"})
-    index = open_index(folder, extractor, kind, meta)
-    new = [it for it in items if index.find(it["key"]) is None]
-    if new or not (Path(folder) / INDEX).is_file():
-        index_tracklets(extractor, new, index, folder, progress)
-    return index
+                      "source": str(p), "frames": frame_paths(p), "dataset": "folders",
+                      **({"captured": str(captured)} if captured is not None else {})})
+    store = open_index(folder, extractor, kind, meta)
+    index_tracklets(extractor, [it for it in items if store.find(it["key"]) is None], store, progress)
+    return store
 
 
 __all__ = ["check_model", "dataset_items", "extractor_meta", "index_dataset", "index_folders", "index_tracklets", "model_fingerprint",
-           "open_index"]
+           "needs_upgrade", "open_index"]

@@ -1,4 +1,4 @@
-"""Gallery search service: a FastAPI app over a :class:`cmft.search.index.GalleryIndex` and its web page.
+"""Gallery search service: a FastAPI app over a gallery store (:class:`cmft.search.store.GalleryStore`) and its web page.
 
 ``create_app(index_folder)`` builds the app (``cmft serve INDEX`` runs it with uvicorn). FastAPI is imported
 only when the app is built, so ``import cmft.serve`` works without the ``serve`` extra.

@@ -1,4 +1,4 @@
-"""The gallery search service: JSON API and web page over a saved :class:`~cmft.search.index.GalleryIndex`.
+"""The gallery search service: JSON API and web page over a gallery store (:class:`~cmft.search.store.GalleryStore`).
 
 ``create_app(index_folder)`` loads the index once and returns a FastAPI app; nothing lives at module level.
 The checkpoint's :class:`~cmft.inference.Extractor` is built on the first upload search only (searching by a
@@ -54,6 +54,8 @@ class SearchRequest(BaseModel):
     modality: Optional[Literal["rgb", "ir", "any"]] = Field(
         None, description="gallery modality to search: rgb, ir, any; default: the other modality than the query's")
     cameras: Optional[list[int]] = Field(None, description="only gallery tracklets from these cameras")
+    since: Optional[str] = Field(None, description="only gallery tracklets captured at or after this time (ISO 8601)")
+    until: Optional[str] = Field(None, description="only gallery tracklets captured at or before this time (ISO 8601)")
 
 
 def _detail(status: int, message: str) -> HTTPException:
@@ -101,26 +103,22 @@ def create_app(index_folder: str | Path, checkpoint: Optional[str | Path] = None
     ``checkpoint`` embeds uploaded query frames (default: the checkpoint recorded in the index); it is
     loaded on the first upload. ``max_upload_mb`` bounds each frame and the whole upload, ``max_frames`` the
     frames of one upload, ``max_frame_pixels`` one frame's width x height. Raises what
-    :meth:`GalleryIndex.load` raises for a missing or malformed index.
+    :func:`~cmft.search.store.open_store` raises for a missing or malformed store. The store is opened read-only;
+    every request sees what a concurrent ``cmft index`` has committed by then.
     """
-    from cmft.search.index import GalleryIndex, IndexFormatError
+    from cmft.search.index import IndexFormatError
+    from cmft.search.store import open_store, parse_time
 
     folder = Path(index_folder)
-    index = GalleryIndex.load(folder)
+    index = open_store(folder, readonly=True)
     meta = index.meta
     ckpt_path = _checkpoint_path(checkpoint, meta, folder)
     thumbs_root = (folder / "thumbs").resolve()
     max_bytes = int(max_upload_mb * MB)
 
-    entries: dict[int, dict[str, Any]] = {int(e["id"]): e for e in index.entries()}
-    order = sorted(entries)
-    cameras = sorted({int(e["camera"]) for e in entries.values() if e.get("camera") is not None})
-    modality_counts = {m: sum(1 for e in entries.values() if e.get("modality") == m) for m in ("rgb", "ir")}
-    datasets = sorted({str(e["dataset"]) for e in entries.values() if e.get("dataset")})
     dim = int(index.dim)
 
     extractor_lock = threading.Lock()
-    search_lock = threading.Lock()  # the FAISS structure is built on the first search
     state: dict[str, Any] = {"extractor": None}
 
     def extractor() -> Any:
@@ -157,20 +155,27 @@ def create_app(index_folder: str | Path, checkpoint: Optional[str | Path] = None
         return out
 
     def lookup(tid: int) -> dict[str, Any]:
-        entry = entries.get(tid)
-        if entry is None:
-            raise _detail(404, f"no tracklet with id {tid} in the index ({len(entries)} tracklets)")
-        return entry
+        index.refresh()  # what a concurrent `cmft index` committed
+        try:
+            return index.entry(tid)
+        except IndexFormatError:
+            raise _detail(404, f"no tracklet with id {tid} in the index ({len(index)} tracklets)") from None
 
     def ranked(query_vec: np.ndarray, query_modality: str, query_pid: Optional[int], k: int, target: Optional[str],
-               cams: Optional[list[int]], exclude: Optional[list[int]]) -> tuple[Optional[str], list[dict[str, Any]]]:
+               cams: Optional[list[int]], exclude: Optional[list[int]], since: Optional[str] = None,
+               until: Optional[str] = None) -> tuple[Optional[str], list[dict[str, Any]]]:
         modality = ({"rgb": "ir", "ir": "rgb"}[query_modality] if target is None else None if target == "any" else target)
         q = np.asarray(query_vec, dtype=np.float32).reshape(1, -1)
-        with search_lock:
-            hits = index.search(q, k=k, modality=modality, cameras=cams or None, exclude=exclude or None)[0]
+        for name, value in (("since", since), ("until", until)):
+            try:
+                parse_time(value, name)
+            except IndexFormatError as e:
+                raise _detail(422, str(e)) from None
+        index.refresh()
+        hits = index.search(q, k=k, modality=modality, cameras=cams or None, exclude=exclude or None, since=since, until=until)[0]
         results = []
         for rank, (tid, score) in enumerate(hits, 1):
-            e = public(entries[int(tid)])
+            e = public(index.entry(int(tid)))
             pid = e.get("pid")
             match = None if query_pid is None or pid is None else bool(int(pid) == int(query_pid))
             results.append({"rank": rank, "score": float(score), **e, "match": match})
@@ -196,10 +201,12 @@ def create_app(index_folder: str | Path, checkpoint: Optional[str | Path] = None
     @app.get("/health")
     def health() -> dict[str, Any]:
         """Liveness and what the index holds."""
+        index.refresh()
+        summary = index.summary()
         return {
-            "status": "ok", "entries": len(entries), "dim": dim, "modalities": modality_counts, "cameras": cameras,
-            "identities": len({e["pid"] for e in entries.values() if e.get("pid") is not None}),
-            "kind": index.kind, "model": meta.get("model"), "datasets": datasets,
+            "status": "ok", "entries": len(index), "dim": dim, "modalities": summary["modalities"],
+            "cameras": summary["cameras"], "identities": summary["identities"],
+            "kind": index.kind, "model": meta.get("model"), "datasets": summary["datasets"],
             "checkpoint": ckpt_path.name if ckpt_path is not None else None,
             "uploads": ckpt_path is not None and ckpt_path.is_file(), "extractor_loaded": state["extractor"] is not None,
             "limits": {"max_upload_mb": max_upload_mb, "max_frames": max_frames, "max_frame_pixels": max_frame_pixels,
@@ -217,11 +224,9 @@ def create_app(index_folder: str | Path, checkpoint: Optional[str | Path] = None
         limit: int = Query(50, ge=1, le=MAX_PAGE),
     ) -> dict[str, Any]:
         """A page of index entries in id order (without frame paths; ``n_frames`` counts them)."""
-        picked = [tid for tid in order if (modality is None or entries[tid].get("modality") == modality)
-                  and (camera is None or entries[tid].get("camera") == camera)
-                  and (pid is None or entries[tid].get("pid") == pid)]
-        return {"total": len(picked), "offset": offset, "limit": limit,
-                "items": [brief(entries[tid]) for tid in picked[offset:offset + limit]]}
+        index.refresh()
+        total, items = index.page(offset, limit, modality=modality, camera=camera, pid=pid)
+        return {"total": total, "offset": offset, "limit": limit, "items": [brief(e) for e in items]}
 
     @app.get("/tracklets/{id}")
     def get_tracklet(id: int) -> dict[str, Any]:  # noqa: A002 - the API's name
@@ -249,7 +254,7 @@ def create_app(index_folder: str | Path, checkpoint: Optional[str | Path] = None
         """Rank the gallery for an indexed tracklet (itself excluded)."""
         q = lookup(body.id)
         modality, results = ranked(index.embedding(body.id), q["modality"], q.get("pid"), body.k, body.modality,
-                                   body.cameras, [body.id])
+                                   body.cameras, [body.id], body.since, body.until)
         return {"query": public(q), "modality": modality, "k": body.k, "results": results}
 
     upload_schema = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {

@@ -1,0 +1,394 @@
+"""The gallery at archive scale: the cmft store (SQLite + append-only row files + IVF) against LanceDB and the old
+one-folder FAISS index, at 10^4, 10^5 and 10^6 entries of 2,048-d embeddings.
+
+    python benchmarks/bench_gallery.py                                   # 10^4 and 10^5, every candidate
+    python benchmarks/bench_gallery.py --sizes 1000000 --candidates store   # the 10^6 store (~10 GB of disk)
+    python benchmarks/bench_gallery.py --report-only --write-md          # the table in BENCHMARKS.md
+
+Per size and candidate: the build rate; the store time of one add of 1,000 tracklets onto the full gallery
+(median of 5; embedding excluded); top-10 search latency p50 / p99 under five filters, from none to one day of
+ten cameras; recall@10 against exact search with the same filter; the time to open the gallery; disk per entry.
+
+The embeddings have a re-ID gallery's structure (people on a low-dimensional appearance space, 8 tracklets
+each), so nearest neighbours mean something under any filter; queries are fresh tracklets of indexed people. Each entry carries 24
+frame paths, as a HITSZ-VCM tracklet does. Results go to ``out/bench_gallery/<candidate>_<size>.json``; a run
+skips what is already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OUT = Path("out/bench_gallery")
+CAMERAS = 100
+DAYS = 30
+T0 = datetime.datetime(2026, 11, 1, tzinfo=datetime.timezone.utc).timestamp()
+PER_ID = 8
+LATENT = 32
+FILTERS = {  # name -> (modality, cameras, since offset days, until offset days)
+    "none": (None, None, None, None),
+    "ir": ("ir", None, None, None),
+    "ir + 7 days": ("ir", None, 10, 17),
+    "ir + 10 cameras": ("ir", list(range(1, 11)), None, None),
+    "ir + 10 cameras + 1 day": ("ir", list(range(1, 11)), 12, 13),
+}
+
+
+class Data:
+    """Deterministic unit embeddings with a re-ID gallery's structure, and their entries, made chunk by chunk.
+
+    People are points of a smooth low-dimensional appearance space (a random ``LATENT``-d subspace: real
+    embeddings have a low intrinsic dimension) plus what is their own; a person's tracklets scatter around them.
+    Two tracklets of one person have cosine about 0.74, two people about 0.6 x the cosine of their appearance."""
+
+    def __init__(self, dim: int, seed: int = 0) -> None:
+        self.dim, self.seed = dim, seed
+        a = np.random.default_rng(seed).normal(size=(LATENT, dim)).astype(np.float32)
+        self.basis = a / np.linalg.norm(a, axis=1, keepdims=True)
+
+    @staticmethod
+    def _unit(x: np.ndarray) -> np.ndarray:
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def vectors(self, start: int, n: int) -> np.ndarray:
+        assert start % PER_ID == 0 and n % PER_ID == 0
+        rng = np.random.default_rng([self.seed, start])
+        k = n // PER_ID
+        look = self._unit(rng.normal(size=(k, LATENT)).astype(np.float32) @ self.basis)
+        own = self._unit(rng.normal(size=(k, self.dim)).astype(np.float32))
+        person = self._unit(look + 0.5 * own)
+        noise = self._unit(rng.normal(size=(n, self.dim)).astype(np.float32))
+        return self._unit(np.repeat(person, PER_ID, axis=0) + 0.6 * noise)
+
+    @staticmethod
+    def columns(start: int, n: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([7, start])
+        return {"camera": rng.integers(1, CAMERAS + 1, n), "rgb": rng.integers(0, 2, n).astype(bool),
+                "t": T0 + rng.uniform(0, DAYS * 86400, n)}
+
+    def entries(self, start: int, n: int, prefix: str = "") -> list[dict]:
+        c = self.columns(start, n)
+        out = []
+        for j in range(n):
+            i, cam = start + j, int(c["camera"][j])
+            when = datetime.datetime.fromtimestamp(float(c["t"][j]), datetime.timezone.utc)
+            folder = f"/archive/cam{cam:03d}/{when:%Y-%m-%d}/{prefix}track{i:08d}"
+            out.append({"key": f"{prefix}{i}", "camera": cam, "modality": "rgb" if c["rgb"][j] else "ir", "pid": None,
+                        "time": None, "captured": when.isoformat(), "source": folder,
+                        "frames": [f"{folder}/{f:06d}.jpg" for f in range(1, 25)], "thumbnail": None})
+        return out
+
+    def queries(self, n_total: int, q: int, step: int) -> np.ndarray:
+        """``q`` new tracklets of indexed people: indexed tracklets (built in chunks of ``step``) plus fresh noise."""
+        rng = np.random.default_rng(99)
+        rows = np.sort(rng.choice(n_total, q, replace=False))
+        base = np.concatenate([self.vectors(c, step)[rows[(rows >= c) & (rows < c + step)] - c]
+                               for c in np.unique(rows // step * step)])
+        return self._unit(base + 0.6 * self._unit(rng.normal(size=base.shape).astype(np.float32)))
+
+
+def _filter_kwargs(name: str) -> dict[str, Any]:
+    mod, cams, a, b = FILTERS[name]
+    kw: dict[str, Any] = {"modality": mod, "cameras": cams}
+    if a is not None:
+        kw["since"], kw["until"] = T0 + a * 86400, T0 + b * 86400
+    return kw
+
+
+def _du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _pct(xs: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(xs), p))
+
+
+# -- the cmft store -------------------------------------------------------------------------------------------
+def run_store(n: int, dim: int, q: int, folder: Path, log: Any) -> dict[str, Any]:
+    from cmft.search.store import GalleryStore
+
+    data = Data(dim)
+    shutil.rmtree(folder, ignore_errors=True)
+    store = GalleryStore.create(folder, dim, "ivf")
+    step = 10_000 if n >= 10_000 else n
+    t0 = time.perf_counter()
+    for start in range(0, n, step):
+        store.add(data.vectors(start, step), data.entries(start, step))
+        if start // step % 10 == 9:
+            log(f"  store {n}: {start + step} added ({time.perf_counter() - t0:.0f} s)")
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    store.compact(progress=lambda m: log(f"  store {n}: {m}"))
+    compact_s = time.perf_counter() - t0
+    adds = []
+    for r in range(5):
+        start = n + r * 1000
+        vec, ents = data.vectors(start, 1000), data.entries(start, 1000, prefix="new")
+        t0 = time.perf_counter()
+        store.add(vec, ents)
+        adds.append(time.perf_counter() - t0)
+    store.close()
+    opens = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        reader = GalleryStore(folder, readonly=True)
+        opens.append(time.perf_counter() - t0)
+        if _ < 4:
+            reader.close()
+    queries = data.queries(n, q, 10_000 if n >= 10_000 else n)
+    out: dict[str, Any] = {"filters": {}}
+    for name in FILTERS:
+        kw = _filter_kwargs(name)
+        truth = reader.search(queries, k=10, exact=True, **kw)
+        lat, hits = [], []
+        for i in range(q):
+            t0 = time.perf_counter()
+            got = reader.search(queries[i], k=10, **kw)[0]
+            lat.append(time.perf_counter() - t0)
+            ref = {j for j, _ in truth[i]}
+            hits.append(len(ref & {j for j, _ in got}) / max(1, len(ref)))
+        n_pass = int(reader._mask(reader._view(), kw["modality"], kw["cameras"], None, kw.get("since"), kw.get("until")).sum())
+        out["filters"][name] = {"p50_ms": 1000 * _pct(lat, 50), "p99_ms": 1000 * _pct(lat, 99),
+                                "recall10": float(np.mean(hits)), "passing": n_pass}
+        log(f"  store {n}: {name}: p50 {out['filters'][name]['p50_ms']:.1f} ms, recall {out['filters'][name]['recall10']:.3f}")
+    snap = reader._view()
+    out.update({"entries": len(reader), "build_per_s": n / build_s, "compact_s": compact_s,
+                "add1000_s": statistics.median(adds), "add1000_all_s": adds, "open_s": statistics.median(opens),
+                "disk_bytes": _du(folder), "nlist": 0 if snap.centroids is None else len(snap.centroids)})
+    reader.close()
+    return out
+
+
+# -- LanceDB --------------------------------------------------------------------------------------------------
+def _lance_rows(data: Data, start: int, n: int, prefix: str = "") -> Any:
+    import pyarrow as pa
+
+    vec = data.vectors(start, n)
+    ents = data.entries(start, n, prefix)
+    c = data.columns(start, n)
+    return pa.table({"id": pa.array(np.arange(start, start + n), pa.int64()),
+                     "vector": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel(), pa.float32()), data.dim),
+                     "key": [e["key"] for e in ents], "camera": pa.array(c["camera"], pa.int32()),
+                     "rgb": pa.array(c["rgb"]), "t": pa.array(c["t"], pa.float64()),
+                     "doc": [json.dumps(e) for e in ents]})
+
+
+def _lance_where(kw: dict[str, Any]) -> str | None:
+    parts = []
+    if kw["modality"] is not None:
+        parts.append(f"rgb = {'true' if kw['modality'] == 'rgb' else 'false'}")
+    if kw["cameras"] is not None:
+        parts.append(f"camera IN ({', '.join(map(str, kw['cameras']))})")
+    if "since" in kw:
+        parts.append(f"t >= {kw['since']} AND t <= {kw['until']}")
+    return " AND ".join(parts) or None
+
+
+def run_lancedb(n: int, dim: int, q: int, folder: Path, log: Any, truth_from: Path | None) -> dict[str, Any]:
+    import lancedb
+
+    data = Data(dim)
+    shutil.rmtree(folder, ignore_errors=True)
+    db = lancedb.connect(folder)
+    step = 10_000 if n >= 10_000 else n
+    t0 = time.perf_counter()
+    tbl = None
+    for start in range(0, n, step):
+        rows = _lance_rows(data, start, step)
+        tbl = db.create_table("gallery", rows) if tbl is None else (tbl.add(rows), tbl)[1]
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    indexed = n >= 50_000
+    if indexed:
+        tbl.create_index(metric="cosine", index_type="IVF_PQ", num_partitions=int(np.sqrt(n)), num_sub_vectors=dim // 16)
+    for col in ("camera", "t"):
+        tbl.create_scalar_index(col)
+    tbl.create_scalar_index("rgb", index_type="BITMAP")
+    index_s = time.perf_counter() - t0
+    adds = []
+    for r in range(5):
+        rows = _lance_rows(data, n + r * 1000, 1000, prefix="new")
+        t0 = time.perf_counter()
+        tbl.add(rows)
+        adds.append(time.perf_counter() - t0)
+    opens = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        tbl = lancedb.connect(folder).open_table("gallery")
+        tbl.count_rows()
+        opens.append(time.perf_counter() - t0)
+    queries = data.queries(n, q, 10_000 if n >= 10_000 else n)
+    out: dict[str, Any] = {"filters": {}}
+    from cmft.search.store import GalleryStore
+
+    reference = GalleryStore(truth_from, readonly=True) if truth_from is not None and truth_from.exists() else None
+    for name in FILTERS:
+        kw = _filter_kwargs(name)
+        where = _lance_where(kw)
+        lat, got_all = [], []
+        for i in range(q):
+            t0 = time.perf_counter()
+            s = tbl.search(queries[i]).metric("cosine").limit(10)
+            if indexed:
+                s = s.nprobes(32).refine_factor(10)
+            if where:
+                s = s.where(where, prefilter=True)
+            res = s.select(["id"]).to_arrow()
+            lat.append(time.perf_counter() - t0)
+            got_all.append([int(v) for v in res["id"].to_pylist()])
+        rec = None
+        if reference is not None:  # the same vectors: exact answers from the cmft store (ids equal row numbers)
+            truth = reference.search(queries, k=10, exact=True, **kw)
+            rec = float(np.mean([len({j for j, _ in t} & set(g)) / max(1, len(t)) for t, g in zip(truth, got_all)]))
+        out["filters"][name] = {"p50_ms": 1000 * _pct(lat, 50), "p99_ms": 1000 * _pct(lat, 99), "recall10": rec}
+        log(f"  lancedb {n}: {name}: p50 {out['filters'][name]['p50_ms']:.1f} ms, recall {rec}")
+    out.update({"entries": tbl.count_rows(), "build_per_s": n / build_s, "compact_s": index_s,
+                "add1000_s": statistics.median(adds), "add1000_all_s": adds, "open_s": statistics.median(opens),
+                "disk_bytes": _du(folder), "index": "IVF_PQ + refine x10, nprobes 32" if indexed else "none (exact)"})
+    return out
+
+
+# -- the old index: one folder of embeddings.npy + entries.json, FAISS in memory -------------------------------
+def run_faiss(n: int, dim: int, q: int, folder: Path, log: Any) -> dict[str, Any]:
+    from cmft.search.index import GalleryIndex
+
+    data = Data(dim)
+    shutil.rmtree(folder, ignore_errors=True)
+    idx = GalleryIndex.create(dim, "flat")
+    step = 10_000 if n >= 10_000 else n
+    t0 = time.perf_counter()
+    for start in range(0, n, step):
+        idx.add(data.vectors(start, step), data.entries(start, step))
+    idx.save(folder)
+    build_s = time.perf_counter() - t0
+    adds = []
+    for r in range(3):
+        start = n + r * 1000
+        t0 = time.perf_counter()
+        idx.add(data.vectors(start, 1000), data.entries(start, 1000, prefix="new"))
+        idx.save(folder)  # the old format rewrites every file on each add
+        adds.append(time.perf_counter() - t0)
+    opens = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        idx = GalleryIndex.load(folder)
+        opens.append(time.perf_counter() - t0)
+    queries = data.queries(n, q, 10_000 if n >= 10_000 else n)
+    out: dict[str, Any] = {"filters": {}}
+    for name in FILTERS:
+        kw = _filter_kwargs(name)
+        if "since" in kw:
+            continue  # the old index has no time filter
+        lat = []
+        for i in range(q):
+            t0 = time.perf_counter()
+            idx.search(queries[i], k=10, modality=kw["modality"], cameras=kw["cameras"])
+            lat.append(time.perf_counter() - t0)
+        out["filters"][name] = {"p50_ms": 1000 * _pct(lat, 50), "p99_ms": 1000 * _pct(lat, 99), "recall10": 1.0}
+        log(f"  faiss {n}: {name}: p50 {out['filters'][name]['p50_ms']:.1f} ms")
+    out.update({"entries": len(idx), "build_per_s": n / build_s, "add1000_s": statistics.median(adds), "add1000_all_s": adds,
+                "open_s": statistics.median(opens), "disk_bytes": _du(folder)})
+    return out
+
+
+# -- report ---------------------------------------------------------------------------------------------------
+NAMES = {"store": "cmft store (SQLite + row files + IVF)", "lancedb": "LanceDB 0.40 (IVF_PQ)", "faiss": "old index (FAISS flat, one folder)"}
+
+
+def report() -> str:
+    results = {}
+    for p in sorted(OUT.glob("*.json")):
+        cand, size = p.stem.rsplit("_", 1)
+        results[(cand, int(size))] = json.loads(p.read_text())
+    if not results:
+        return "no results yet"
+    meta = next(iter(results.values())).get("machine", {})
+    lines = [f"Command: `python benchmarks/bench_gallery.py --sizes ... --candidates ...` then `--report-only --write-md`. "
+             f"Machine: {meta.get('machine', '?')}. Date: {meta.get('date', '?')}. Embeddings: 2,048-d, people on a 32-d "
+             "appearance subspace plus their own part, 8 tracklets each (see the script), 100 cameras, 30 days; entries with 24 frame paths; "
+             "100 queries per filter (fresh tracklets of indexed people), top-10.", "",
+             "| gallery | entries | add 1,000 (s) | open (s) | disk / entry (KiB) | build (entries/s) | index / compaction (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for (cand, size), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        lines.append(f"| {NAMES.get(cand, cand)} | {size:,} | {r['add1000_s']:.3f} | {r['open_s']:.3f} | "
+                     f"{r['disk_bytes'] / r['entries'] / 1024:.1f} | {r['build_per_s']:,.0f} | "
+                     f"{r.get('compact_s', float('nan')):.1f} |")
+    lines += ["", "Top-10 search, p50 / p99 latency in ms and recall@10 against exact search with the same filter "
+              "(share of the gallery passing the filter in brackets):", ""]
+    names = list(FILTERS)
+    lines += ["| gallery | entries | " + " | ".join(names) + " |", "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
+    for (cand, size), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        cells = []
+        for f in names:
+            x = r["filters"].get(f)
+            if x is None:
+                cells.append("-")
+                continue
+            rec = "?" if x.get("recall10") is None else f"{x['recall10']:.3f}"
+            share = f" ({100 * x['passing'] / r['entries']:.1f} %)" if "passing" in x else ""
+            cells.append(f"{x['p50_ms']:.1f} / {x['p99_ms']:.1f}, R {rec}{share}")
+        lines.append(f"| {NAMES.get(cand, cand)} | {size:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--candidates", nargs="+", default=["store", "lancedb", "faiss"], choices=["store", "lancedb", "faiss"])
+    ap.add_argument("--dim", type=int, default=2048)
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--keep", action="store_true", help="keep the galleries under out/bench_gallery/data")
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--write-md", action="store_true", help="write the table into BENCHMARKS.md")
+    args = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    machine = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
+               "date": datetime.date.today().isoformat(), "python": sys.version.split()[0]}
+    if not args.report_only:
+        for size in args.sizes:
+            for cand in args.candidates:
+                res_path = OUT / f"{cand}_{size}.json"
+                if res_path.exists():
+                    log(f"{res_path} exists: skipped")
+                    continue
+                folder = OUT / "data" / f"{cand}_{size}"
+                log(f"{cand} at {size:,} entries")
+                if cand == "store":
+                    r = run_store(size, args.dim, args.queries, folder, log)
+                elif cand == "lancedb":
+                    r = run_lancedb(size, args.dim, args.queries, folder, log, OUT / "data" / f"store_{size}")
+                else:
+                    r = run_faiss(size, args.dim, args.queries, folder, log)
+                r["machine"] = machine
+                res_path.write_text(json.dumps(r, indent=1))
+            if not args.keep:
+                for cand in args.candidates:
+                    shutil.rmtree(OUT / "data" / f"{cand}_{size}", ignore_errors=True)
+    text = report()
+    print(text)
+    if args.write_md:
+        from markdown_section import write_section  # beside this script
+
+        write_section("bench_gallery", "## bench_gallery: the gallery store at archive scale\n\n" + text)
+
+
+if __name__ == "__main__":
+    main()
