@@ -1,5 +1,6 @@
 """Kill tests on real subprocesses: ``cmft train`` SIGKILLed at seeded random moments (and at the moment a
-checkpoint is being written) resumes to weights identical to an uninterrupted run."""
+checkpoint is being written) resumes to weights identical to an uninterrupted run; ``cmft regdb-trials``,
+``cmft track`` appends and ``cmft index`` keep what they finished and re-run without duplicates."""
 
 from __future__ import annotations
 
@@ -206,3 +207,74 @@ def test_track_append_killed_anywhere_is_old_or_new_and_reruns_without_duplicate
     run(out, *append)  # the interrupted append, finished
     assert counts(out) == new
     assert sum(o != "after it finished" for o in outcomes) >= KILLS, outcomes
+
+
+INDEX_KILLS = int(os.environ.get("CMFT_INDEX_KILLS", "50"))
+
+
+def test_index_killed_anywhere_opens_old_or_new_and_reruns_without_duplicates(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """`cmft index` of 44 tracklets, 3 per transaction (every other run ending in a compaction), SIGKILLed at
+    INDEX_KILLS seeded random moments of initial builds and of re-runs that add to a partly built store: after
+    each kill the store opens, holds a prefix of whole batches (every entry with the embedding and thumbnail of
+    an uninterrupted run, no key twice, nothing that was there before lost), and re-running completes it."""
+    import numpy as np
+
+    from cmft.data.datasets.synthetic import SynthConfig, generate_synthetic
+    from cmft.search.store import open_store
+
+    synth = tmp_path / "synth"
+    generate_synthetic(synth, SynthConfig(ids=6, train_ids=2, height=32, width=16, max_frames=14, workers=1))
+
+    def cmd(store: Path, compact: bool) -> list[str]:
+        return _cmft("index", str(synth), "--store", str(store), "--checkpoint", str(tiny_checkpoint), "--device", "cpu",
+                     "--commit-every", "3", "--compact" if compact else "--no-compact")
+
+    t0 = time.perf_counter()
+    ref_dir = tmp_path / "reference"
+    proc = subprocess.Popen(cmd(ref_dir, True), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and not (ref_dir / "store.sqlite").exists():
+        time.sleep(0.005)
+    startup = time.perf_counter() - t0
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+    seconds = time.perf_counter() - t0
+    with open_store(ref_dir, readonly=True) as ref:
+        want = {e["key"]: ref.embedding(e["id"]) for e in ref.entries()}
+    assert len(want) == 44
+
+    def state(store: Path) -> dict[str, np.ndarray]:
+        if not (store / "store.sqlite").exists():  # killed before the store's first commit: nothing, no error
+            return {}
+        with open_store(store, readonly=True) as st:
+            entries = st.entries()
+            keys = [e["key"] for e in entries]
+            assert len(keys) == len(set(keys)) and set(keys) <= set(want), outcomes
+            assert len(keys) % 3 == 0 or len(keys) == 44, (len(keys), outcomes)  # whole transactions only
+            for e in entries:
+                assert np.allclose(st.embedding(e["id"]), want[e["key"]], atol=1e-6), outcomes
+                assert (store / e["thumbnail"]).is_file(), outcomes
+            return {k: st.embedding(e["id"]) for k, e in zip(keys, entries)}
+
+    rng = random.Random(3)
+    outcomes: list[str] = []
+    store = tmp_path / "store"
+    before: dict[str, np.ndarray] = {}
+    runs = 0
+    for attempt in range(4 * INDEX_KILLS):
+        if sum(o != "after it finished" for o in outcomes) >= INDEX_KILLS:
+            break
+        proc = subprocess.Popen(cmd(store, runs % 2 == 1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        runs += 1
+        outcomes.append(_kill_when(proc, store, time.perf_counter() + rng.uniform(0.8 * startup, seconds), False))
+        now = state(store)
+        assert set(before) <= set(now), outcomes  # nothing committed is ever lost
+        before = now
+        if len(now) == 44:  # complete: the same command adds nothing; then start a new initial build
+            again = subprocess.run(cmd(store, False), capture_output=True, text=True, timeout=300)
+            assert again.returncode == 0 and "0 new" in again.stdout, again.stdout[-2000:]
+            assert len(state(store)) == 44
+            shutil.rmtree(store)
+            before = {}
+    done = subprocess.run(cmd(store, True), capture_output=True, text=True, timeout=300)  # the interrupted one, finished
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert set(state(store)) == set(want)
+    assert sum(o != "after it finished" for o in outcomes) >= INDEX_KILLS, outcomes

@@ -26,22 +26,24 @@ def _extractor(checkpoint: Path, device: str, batch_size: int) -> Any:
         _fail(str(e))
 
 
-def _summary_table(counts: list[tuple[str, int, int, int]]) -> Table:
+def _summary_table(before: list[tuple[str, int, int]], after: list[tuple[str, int, int]]) -> Table:
+    old = {(m, c): n for m, c, n in before}
     table = Table(title="gallery store")
     for col in ("modality", "camera", "entries", "new"):
         table.add_column(col, justify="left" if col == "modality" else "right")
-    for mod, cam, n, new in counts:
-        table.add_row(mod, str(cam), str(n), str(new))
+    for mod, cam, n in after:
+        table.add_row(mod, str(cam), str(n), str(max(0, n - old.get((mod, cam), 0))))
     return table
 
 
-def _open_for_reading(path: Path) -> Any:
-    """The store at ``path`` opened read-only, or a clear exit (an old index folder names the upgrade command)."""
+def _open_for_reading(spec: str) -> Any:
+    """The gallery at ``spec`` (store folder or Milvus URI) opened read-only, or a clear exit (an old index folder
+    names the upgrade command)."""
     from cmft.search.index import IndexFormatError
-    from cmft.search.store import open_store
+    from cmft.search.milvus import open_gallery
 
     try:
-        return open_store(path, readonly=True)
+        return open_gallery(spec, readonly=True)
     except IndexFormatError as e:
         _fail(str(e))
 
@@ -49,7 +51,7 @@ def _open_for_reading(path: Path) -> Any:
 def index_cmd(
     dataset_or_dirs: Annotated[Optional[list[Path]], typer.Argument(help="dataset roots (HITSZ-VCM or a `cmft track` export, SYSU-MM01, RegDB), or with --modality and --camera plain tracklet folders (one folder of frames per tracklet); none with --upgrade or --compact alone")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="the cmft checkpoint that embeds the tracklets (a run's best.pt / last.pt)")] = None,
-    out: Annotated[Optional[Path], typer.Option("--store", "--out", help="gallery store folder to create or extend")] = None,
+    out: Annotated[Optional[str], typer.Option("--store", "--out", help="gallery to create or extend: a store folder, a Milvus Lite file (*.db) or a Milvus server URI (http://host:19530)")] = None,
     dataset: Annotated[str, typer.Option(help="auto (from the layout), hitsz_vcm, sysu_mm01 or regdb")] = "auto",
     modality: Annotated[Optional[str], typer.Option(help="rgb or ir: plain tracklet folders' modality")] = None,
     camera: Annotated[Optional[int], typer.Option(help="plain tracklet folders' camera id")] = None,
@@ -59,6 +61,7 @@ def index_cmd(
     compact: Annotated[Optional[bool], typer.Option("--compact/--no-compact", help="rewrite the store after adding (drop deleted rows, (re)build the IVF lists); default: when it has grown enough to pay")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1")] = "auto",
     batch_size: Annotated[int, typer.Option(help="tracklets per forward pass")] = 32,
+    commit_every: Annotated[int, typer.Option(help="tracklets per transaction: a killed run keeps every batch it committed")] = 256,
 ) -> None:
     """Embed every test tracklet of a dataset (or plain tracklet folders) into a gallery store; an existing store
     is extended (tracklets already in it are skipped), an old index folder is converted first. Each batch of
@@ -71,8 +74,8 @@ def index_cmd(
     dirs = list(dataset_or_dirs or [])
     if out is None:
         _fail("give the gallery store folder with --store (or --out)")
-    if "://" in str(out):
-        _fail(f"--store {out}: only store folders are supported here (no backend for {str(out).split('://')[0]!r} URIs)")
+    if commit_every < 1:
+        _fail(f"--commit-every must be at least 1, got {commit_every}")
     if not dirs and not upgrade and not compact:
         _fail("nothing to do: give dataset roots or tracklet folders to index, or --upgrade / --compact")
     if (modality is None) != (camera is None):
@@ -97,6 +100,7 @@ def index_cmd(
                 except DatasetFormatError as e:
                     _fail(f"{e}. For plain tracklet folders give --modality and --camera.")
     from cmft.search.indexing import index_dataset, index_folders, needs_upgrade
+    from cmft.search.milvus import open_gallery
 
     if needs_upgrade(out):
         err.print(f"{out}: an index folder of the old format (cmft-gallery-index/1): converting it into a gallery store")
@@ -109,7 +113,7 @@ def index_cmd(
         _fail(f"{out}: not an index folder of the old format (nothing to upgrade)")
     if not dirs:
         store = _open_for_writing(out)
-        before = store.next_id
+        before = store.counts()
     else:
         if checkpoint is None:
             _fail("indexing needs --checkpoint (the model that embeds the tracklets)")
@@ -117,38 +121,44 @@ def index_cmd(
         kind = "ivf" if approximate else "flat"
         meta = {"checkpoint": str(checkpoint.resolve())}
         try:
-            before = _open_for_writing(out).next_id if (out / "store.sqlite").is_file() else 0
+            try:
+                before = open_gallery(out).counts()
+            except IndexFormatError:
+                before = []  # a new gallery (anything wrong with an existing one is reported below)
             with _progress() as p:
                 if modality is not None:
                     store = index_folders(ex, dirs, modality, int(camera), out, kind,  # type: ignore[arg-type]
-                                          progress=_task_callback(p, "embedding folders"), meta=meta, captured=captured)
+                                          progress=_task_callback(p, "embedding folders"), meta=meta, captured=captured,
+                                          commit_every=commit_every)
                 else:
                     for root in dirs:
-                        store = index_dataset(ex, root, out, dataset, kind, progress=_task_callback(p, f"embedding {root.name}"), meta=meta)
+                        store = index_dataset(ex, root, out, dataset, kind, progress=_task_callback(p, f"embedding {root.name}"),
+                                              meta=meta, commit_every=commit_every)
         except (IndexFormatError, DatasetFormatError, FileNotFoundError, ValueError) as e:
             _fail(str(e))
     if compact or (compact is None and store.needs_compaction()):
         with _progress() as p:
             task = p.add_task("compacting", total=None)
             store.compact(progress=lambda msg: p.update(task, description=msg))
-    console.print(_summary_table(store.counts(before)))
-    console.print(f"{len(store)} entries in {out} ({sum(c[3] for c in store.counts(before))} new, "
+    after = store.counts()
+    console.print(_summary_table(before, after))
+    console.print(f"{len(store)} entries ({max(0, sum(c[2] for c in after) - sum(c[2] for c in before))} new, "
                   f"{'approximate (IVF)' if store.kind == 'ivf' else 'exact'} search, "
-                  f"{store.dim}-d embeddings of {store.meta.get('model', '?')})")
+                  f"{store.dim}-d embeddings of {store.meta.get('model', '?')}) in {out}")
 
 
-def _open_for_writing(path: Path) -> Any:
+def _open_for_writing(spec: str) -> Any:
     from cmft.search.index import IndexFormatError
-    from cmft.search.store import open_store
+    from cmft.search.milvus import open_gallery
 
     try:
-        return open_store(path)
+        return open_gallery(spec)
     except IndexFormatError as e:
         _fail(str(e))
 
 
 def prune_cmd(
-    store_dir: Annotated[Path, typer.Argument(metavar="STORE", help="a gallery store folder written by `cmft index`")],
+    store_dir: Annotated[str, typer.Argument(metavar="STORE", help="a gallery written by `cmft index`: store folder, Milvus Lite file or Milvus URI")],
     before: Annotated[Optional[str], typer.Option(help="delete every tracklet captured before this time (ISO 8601): a retention policy")] = None,
     older_than_days: Annotated[Optional[float], typer.Option(help="delete every tracklet captured more than this many days ago")] = None,
     key: Annotated[Optional[list[str]], typer.Option(help="delete the tracklet with this key (repeat for several)")] = None,
@@ -202,7 +212,7 @@ def _resolve_query(index: Any, query: str) -> int:
 
 
 def search_cmd(
-    index_dir: Annotated[Path, typer.Argument(metavar="STORE", help="a gallery store folder written by `cmft index`")],
+    index_dir: Annotated[str, typer.Argument(metavar="STORE", help="a gallery written by `cmft index`: store folder, Milvus Lite file or Milvus URI")],
     query: Annotated[Optional[str], typer.Option(help="an indexed tracklet: its key, its id, or a unique end of its key")] = None,
     query_dir: Annotated[Optional[Path], typer.Option(help="a folder of frame images: a tracklet to embed (needs --query-modality and --checkpoint)")] = None,
     query_modality: Annotated[Optional[str], typer.Option(help="rgb or ir: the modality of --query-dir")] = None,
@@ -258,7 +268,7 @@ def search_cmd(
             _fail(str(e))
         ex = _extractor(checkpoint, device, 32)  # type: ignore[arg-type]
         try:
-            check_model(index, extractor_meta(ex, checkpoint=str(checkpoint)), Path(index_dir) / "store.sqlite")
+            check_model(index, extractor_meta(ex, checkpoint=str(checkpoint)), getattr(index, "uri", Path(index_dir) / "store.sqlite"))
         except IndexFormatError as e:
             _fail(str(e))
         q_vec, q_mod, label = ex([frames], query_modality)[0], query_modality, str(query_dir)

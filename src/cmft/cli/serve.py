@@ -14,7 +14,7 @@ from cmft.cli._common import _fail, err
 
 
 def serve(
-    index: Annotated[Path, typer.Argument(help="a gallery index folder (built by `cmft index`)")],
+    index: Annotated[str, typer.Argument(help="a gallery built by `cmft index`: store folder, Milvus Lite file (*.db) or Milvus URI")],
     checkpoint: Annotated[Optional[Path], typer.Option(help="checkpoint that embeds uploaded queries (default: the one the index records)")] = None,
     host: Annotated[str, typer.Option(help="address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,

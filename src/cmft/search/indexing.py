@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cmft.search.index import INDEX, IndexFormatError
+from cmft.search.milvus import is_milvus
 from cmft.search.store import GalleryStore, is_store, open_store
 
 Progress = Callable[[int, int], None]
@@ -69,17 +70,29 @@ def check_model(index: Any, mine: dict, where: Any) -> None:
 
 def needs_upgrade(folder: str | os.PathLike[str]) -> bool:
     """True when ``folder`` is an index folder of the old format (``cmft-gallery-index/1``)."""
-    return not is_store(folder) and (Path(folder) / INDEX).is_file()
+    return not is_milvus(folder) and not is_store(folder) and (Path(folder) / INDEX).is_file()
 
 
-def open_index(folder: str | os.PathLike[str], extractor: Any, kind: str = "flat", meta: dict | None = None) -> GalleryStore:
-    """The store at ``folder`` if there is one (an old index folder is converted; checked against the extractor),
-    else a new empty one. ``kind``: "flat" (exact) or "ivf" (approximate; "hnsw" is the old name)."""
-    folder = Path(folder)
+def open_index(folder: str | os.PathLike[str], extractor: Any, kind: str = "flat", meta: dict | None = None) -> Any:
+    """The gallery at ``folder`` (a store folder, or a Milvus URI / Milvus Lite ``*.db`` file) if there is one (an
+    old index folder is converted; checked against the extractor), else a new empty one. ``kind``: "flat" (exact)
+    or "ivf" (approximate; "hnsw" is the old name)."""
     kind = "ivf" if kind == "hnsw" else kind
     mine = extractor_meta(extractor, **(meta or {}))
+    if is_milvus(folder):
+        from cmft.search.milvus import MilvusGallery
+
+        gallery = MilvusGallery(str(folder))
+        if not gallery.dim:
+            return MilvusGallery.create(str(folder), mine["dim"], kind, meta=mine)
+        check_model(gallery, mine, folder)
+        if gallery.kind != kind:
+            raise IndexFormatError(f"{folder}: the gallery is {gallery.kind!r}, not {kind!r} "
+                                   f"({'pass --approximate' if gallery.kind == 'ivf' else 'leave out --approximate'} to extend it)")
+        return gallery
+    folder = Path(folder)
     if not is_store(folder) and not (folder / INDEX).is_file():
-        if folder.is_dir() and any(folder.iterdir()):
+        if folder.is_dir() and any(not p.name.startswith(".store.sqlite") for p in folder.iterdir()):  # (a killed create's temp)
             raise IndexFormatError(f"{folder}: not empty and not a gallery index; choose another --out")
         return GalleryStore.create(folder, mine["dim"], kind, meta=mine)
     store = open_store(folder)
@@ -109,7 +122,7 @@ def _write_thumbnail(frame: str, dest: Path) -> None:
         raise
 
 
-def index_tracklets(extractor: Any, items: Sequence[dict], store: GalleryStore, progress: Progress | None = None,
+def index_tracklets(extractor: Any, items: Sequence[dict], store: Any, progress: Progress | None = None,
                     commit_every: int = 256) -> list[int]:
     """Embed ``items`` (entry dicts whose ``frames`` are the tracklet's image paths) and add them to ``store`` in
     order, ``commit_every`` tracklets per transaction, each with ``thumbs/<id>.jpg`` (the middle frame, 128 px
@@ -237,18 +250,19 @@ def dataset_items(root: str | os.PathLike[str], dataset: str = "auto") -> tuple[
 
 
 def index_dataset(extractor: Any, root: str | os.PathLike[str], folder: str | os.PathLike[str], dataset: str = "auto",
-                  kind: str = "flat", progress: Progress | None = None, *, meta: dict | None = None) -> GalleryStore:
+                  kind: str = "flat", progress: Progress | None = None, *, meta: dict | None = None,
+                  commit_every: int = 256) -> Any:
     """Index every test tracklet of both modalities of a dataset tree into the store at ``folder`` (created or
     appended to: keys already there are skipped). ``meta`` is recorded in a new store (e.g. ``{"checkpoint": path}``)."""
     _, items = dataset_items(root, dataset)
     store = open_index(folder, extractor, kind, meta)
-    index_tracklets(extractor, [it for it in items if store.find(it["key"]) is None], store, progress)
+    index_tracklets(extractor, [it for it in items if store.find(it["key"]) is None], store, progress, commit_every)
     return store
 
 
 def index_folders(extractor: Any, folders: Sequence[str | os.PathLike[str]], modality: str, camera: int,
                   folder: str | os.PathLike[str], kind: str = "flat", progress: Progress | None = None, *,
-                  meta: dict | None = None, captured: Any = None) -> GalleryStore:
+                  meta: dict | None = None, captured: Any = None, commit_every: int = 256) -> Any:
     """Index plain tracklet folders (each a folder of frame images, naturally sorted) of one modality and camera;
     the key of each is its absolute path, its identity unknown; ``captured`` (ISO 8601) is their capture time.
     Folders already indexed are skipped."""
@@ -268,7 +282,7 @@ def index_folders(extractor: Any, folders: Sequence[str | os.PathLike[str]], mod
                       "source": str(p), "frames": frame_paths(p), "dataset": "folders",
                       **({"captured": str(captured)} if captured is not None else {})})
     store = open_index(folder, extractor, kind, meta)
-    index_tracklets(extractor, [it for it in items if store.find(it["key"]) is None], store, progress)
+    index_tracklets(extractor, [it for it in items if store.find(it["key"]) is None], store, progress, commit_every)
     return store
 
 

@@ -51,7 +51,7 @@ LOCK = "write.lock"
 STORE_KINDS = ("flat", "ivf")
 ROW = np.dtype([("id", "<i8"), ("camera", "<i4"), ("list", "<i4"), ("t", "<f8"), ("rgb", "u1")])  # 25 bytes, packed
 IVF_MIN_ROWS = 20_000  # an approximate store is searched exactly below this many entries
-NPROBE = 48  # lists an unfiltered approximate search visits (of about sqrt(N))
+PROBE = 3.0  # an unfiltered approximate search visits PROBE * sqrt(nlist) of the nlist ~ sqrt(N) lists
 EXACT_BELOW = 4096  # fewer entries than this pass the filters: score them all exactly
 CODE_DIM = 256  # PCA code width of embeddings wider than 2 * CODE_DIM (approximate stores)
 RERANK = 16  # candidates re-scored exactly per result, after ranking on PCA codes
@@ -141,7 +141,7 @@ class _Snapshot:
     rows: int  # committed rows in the files
     sorted_rows: int  # rows [0, sorted_rows) are grouped by IVF list (offsets)
     deleted_version: int
-    cols: np.ndarray  # [rows] of ROW
+    cols: dict[str, np.ndarray]  # ROW's fields, each a contiguous [rows] array
     live: np.ndarray  # [rows] bool: not deleted
     vectors: np.ndarray  # [rows, dim] float32 memmap (or empty)
     centroids: np.ndarray | None  # [nlist, dim]
@@ -218,10 +218,11 @@ class GalleryStore:
             if old is not None and (old.gen, old.rows, old.deleted_version) == (gen, rows, dver):
                 return False
             if old is not None and old.gen == gen and rows >= old.rows:
-                cols = old.cols if rows == old.rows else np.concatenate([old.cols, self._read_rows(gen, old.rows, rows)])
+                cols = old.cols if rows == old.rows else {
+                    name: np.concatenate([old.cols[name], new]) for name, new in _columns(self._read_rows(gen, old.rows, rows)).items()}
                 centroids, offsets, proj = old.centroids, old.offsets, old.proj
             else:
-                cols = self._read_rows(gen, 0, rows)
+                cols = _columns(self._read_rows(gen, 0, rows))
                 centroids, offsets, proj = self._read_ivf(gen, info)
             live = np.ones(rows, bool)
             with self._sql_lock:
@@ -329,12 +330,10 @@ class GalleryStore:
         """The id the next added entry gets (ids are never reused)."""
         return int(self._info()["next_id"])
 
-    def counts(self, new_from: int | None = None) -> list[tuple[str, int, int, int]]:
-        """``(modality, camera, entries, of which id >= new_from)`` per modality and camera, from SQLite."""
-        first = self.next_id if new_from is None else int(new_from)
-        return [(m, int(c), int(n), int(new)) for m, c, n, new in self._query(
-            "SELECT modality, camera, COUNT(*), SUM(id >= ?) FROM entries WHERE deleted = 0 GROUP BY modality, camera "
-            "ORDER BY modality, camera", (first,))]
+    def counts(self) -> list[tuple[str, int, int]]:
+        """``(modality, camera, entries)`` per modality and camera, from SQLite."""
+        return [(m, int(c), int(n)) for m, c, n in self._query(
+            "SELECT modality, camera, COUNT(*) FROM entries WHERE deleted = 0 GROUP BY modality, camera ORDER BY modality, camera")]
 
     def find(self, key: str) -> int | None:
         """The id of the live entry with this key, or None."""
@@ -447,37 +446,57 @@ class GalleryStore:
         return best
 
     def _ivf(self, snap: _Snapshot, q: np.ndarray, k: int, mask: np.ndarray, n_pass: int) -> tuple[np.ndarray, np.ndarray]:
-        """Visit the IVF lists nearest to ``q``: NPROBE of them without a filter, more under a narrow one; rank
-        their passing entries on PCA codes (wide embeddings) and re-score the best exactly."""
+        """Visit the IVF lists nearest to ``q`` (PROBE * sqrt(nlist) of them without a filter, more under a narrow
+        one), score their passing entries on the PCA codes (wide embeddings; else exactly) and re-score the best
+        ``RERANK * k`` exactly."""
         centroids, offsets = snap.centroids, snap.offsets
         assert centroids is not None and offsets is not None
         nlist = len(centroids)
         s = snap.sorted_rows
-        csum = np.concatenate([[0], np.cumsum(mask[:s], dtype=np.int64)])
-        passing = csum[offsets[1:]] - csum[offsets[:-1]]
-        tail_lists = snap.cols["list"][s:]
-        tail_mask = mask[s:]
-        passing = passing + np.bincount(tail_lists[tail_mask], minlength=nlist)[:nlist]
+        starts, ends = offsets[:-1], offsets[1:]
+        full = ends > starts
+        passing = np.zeros(nlist, np.int64)
+        if full.any():
+            passing[full] = np.add.reduceat(mask[:s].view(np.uint8), starts[full], dtype=np.int64)
+        tail_lists, tail_mask = snap.cols["list"][s:], mask[s:]
+        if len(tail_lists):
+            passing += np.bincount(tail_lists[tail_mask], minlength=nlist)[:nlist]
         order = np.argsort(-(centroids @ q), kind="stable")
-        # under a filter passing a share s of the gallery, the k best passing entries lie farther out, over about
-        # 1/sqrt(s) times as many lists (measured in benchmarks/bench_gallery.py); and never fewer than 4k entries
+        # under a filter passing a share f of the gallery, the k best passing entries lie farther out, over about
+        # 1/sqrt(f) times as many lists (measured in benchmarks/bench_gallery.py); and never fewer than 4k entries
         share = n_pass / max(1, snap.n_live)
         seen = np.cumsum(passing[order])
-        n_lists = max(math.ceil(NPROBE / math.sqrt(share)), int(np.searchsorted(seen, 4 * k)) + 1)
-        chosen = order[:n_lists]
-        parts = [np.arange(offsets[c], offsets[c + 1]) for c in np.sort(chosen)]
-        rows = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        rows = rows[mask[rows]]
+        n_lists = max(math.ceil(PROBE * math.sqrt(nlist) / math.sqrt(share)), int(np.searchsorted(seen, 4 * k)) + 1)
+        chosen = np.sort(order[:n_lists])
+        coded = snap.codes is not None and snap.proj is not None
+        table = snap.codes if coded else snap.vectors
+        qq = snap.proj @ q if coded else q
+        rows_parts, score_parts = [], []
+        for c in chosen[passing[chosen] > 0]:
+            a, b = int(starts[c]), int(ends[c])
+            m = mask[a:b]
+            hit = np.flatnonzero(m)
+            if len(hit) * 4 > b - a:  # mostly passing: score the list's contiguous rows in place
+                scores = np.asarray(table[a:b]) @ qq
+                scores = scores[hit] if len(hit) < b - a else scores
+            else:
+                scores = np.asarray(table[a + hit]) @ qq
+            rows_parts.append(a + hit)
+            score_parts.append(scores)
         if len(tail_lists):
             pick = np.zeros(nlist, bool)
             pick[chosen] = True
-            rows = np.concatenate([rows, s + np.flatnonzero(tail_mask & pick[tail_lists])])
+            extra = s + np.flatnonzero(tail_mask & pick[tail_lists])
+            rows_parts.append(extra)
+            score_parts.append(np.asarray(table[extra]) @ qq)
+        rows = np.concatenate(rows_parts) if rows_parts else np.zeros(0, np.int64)
         if len(rows) < k:  # too few near the query (a narrow filter on far lists): answer exactly
             return self._exact(snap, q[None], k, mask, n_pass)[0]
-        if snap.codes is not None and snap.proj is not None and len(rows) > RERANK * k:
-            approx = np.asarray(snap.codes[rows]) @ (snap.proj @ q)  # ranks as the inner product does, up to PCA's loss
-            keep = np.argpartition(-approx, RERANK * k)[:RERANK * k]
-            rows = np.sort(rows[keep])
+        scores = np.concatenate(score_parts)
+        if not coded:
+            return _topk(scores, snap.cols["id"][rows], k)
+        if len(rows) > RERANK * k:  # PCA codes rank as the inner product does, up to what PCA leaves out
+            rows = np.sort(rows[np.argpartition(-scores, RERANK * k)[:RERANK * k]])
         return _topk(self._score(snap, rows, q), snap.cols["id"][rows], k)
 
     # -- writing ------------------------------------------------------------------------------------------
@@ -623,7 +642,9 @@ class GalleryStore:
                 centroids, offsets, proj = None, None, None
                 lists[:] = -1
             say(f"writing {len(rows)} rows as generation {new}")
-            cols = snap.cols[rows].copy()
+            cols = np.zeros(len(rows), ROW)
+            for name in ROW.names:
+                cols[name] = snap.cols[name][rows]
             cols["list"] = lists
             vec_path, row_path = self.path / f"vectors.{new}.f32", self.path / f"rows.{new}.bin"
             code_fh = open(self.path / f"codes.{new}.f32", "wb") if proj is not None else None
@@ -692,6 +713,8 @@ class GalleryStore:
 
             for name in (INDEX, ENTRIES, EMBEDDINGS):  # an upgrade killed after its commit
                 (self.path / name).unlink(missing_ok=True)
+            for tmp in (self.path / "thumbs").glob(".*.tmp"):  # a thumbnail being written when a writer died
+                tmp.unlink(missing_ok=True)
 
     def close(self) -> None:
         with self._sql_lock:
@@ -708,6 +731,11 @@ class GalleryStore:
 
 
 # -- IVF ------------------------------------------------------------------------------------------------------
+def _columns(records: np.ndarray) -> dict[str, np.ndarray]:
+    """ROW records as one contiguous array per field (filters compare these: several times faster than strided)."""
+    return {name: np.ascontiguousarray(records[name]) for name in ROW.names}
+
+
 def _nlist(n: int) -> int:
     """About sqrt(N) lists, a power of two in [64, 8192]."""
     return int(2 ** np.clip(round(math.log2(max(1.0, math.sqrt(n)))), 6, 13))

@@ -107,10 +107,11 @@ def create_app(index_folder: str | Path, checkpoint: Optional[str | Path] = None
     every request sees what a concurrent ``cmft index`` has committed by then.
     """
     from cmft.search.index import IndexFormatError
-    from cmft.search.store import open_store, parse_time
+    from cmft.search.milvus import open_gallery
+    from cmft.search.store import parse_time
 
-    folder = Path(index_folder)
-    index = open_store(folder, readonly=True)
+    index = open_gallery(index_folder, readonly=True)
+    folder = Path(index.path)  # the store folder (thumbnails, a checkpoint path relative to it)
     meta = index.meta
     ckpt_path = _checkpoint_path(checkpoint, meta, folder)
     thumbs_root = (folder / "thumbs").resolve()
