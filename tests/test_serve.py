@@ -450,3 +450,53 @@ def test_service_under_concurrent_load(tmp_path: Path) -> None:
     assert r["unexpected_errors"] == {}
     assert set(r["endpoints"]) == {"/search", "/search/upload", "/tracklets", "/tracklets/{id}/thumbnail"}
     assert all(e["count"] > 0 for e in r["endpoints"].values()) and sum(r["deliberate_bad_answered_right"].values()) > 0
+
+
+def test_service_searches_while_cmft_index_appends_and_compacts(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """A read-only service over a store that a real `cmft index` process is growing (2 tracklets a transaction)
+    and then compacting: concurrent searches and health checks all answer 200, the entry count only grows,
+    and the service ends up seeing every committed tracklet without a restart."""
+    import subprocess
+    import sys
+
+    from cmft.data.datasets.synthetic import SynthConfig, generate_synthetic
+    from cmft.search.store import open_store
+
+    synth = tmp_path / "synth"
+    generate_synthetic(synth, SynthConfig(ids=6, train_ids=2, height=32, width=16, max_frames=14, workers=1))
+    store = tmp_path / "store"
+    first = next(p for p in sorted(synth.rglob("*")) if p.is_dir() and p.parent.name == "ir")  # one camera's frames
+    ck = ["--checkpoint", str(tiny_checkpoint), "--device", "cpu"]
+    cmd = [sys.executable, "-m", "cmft", "index"]
+    subprocess.run([*cmd, str(first), "--modality", "ir", "--camera", "9", "--store", str(store), *ck], check=True,
+                   capture_output=True, timeout=300)
+    errors: list[str] = []
+    counts: list[int] = []
+    stop = threading.Event()
+    with TestClient(create_app(store)) as c:
+        def hammer() -> None:
+            while not stop.is_set():
+                h = c.get("/health")
+                s = c.post("/search", json={"id": 0, "k": 5, "modality": "any"})
+                if h.status_code != 200 or s.status_code != 200:
+                    errors.append(f"{h.status_code} {s.status_code} {s.text[:200]}")
+                else:
+                    counts.append(h.json()["entries"])
+
+        workers = [threading.Thread(target=hammer) for _ in range(2)]
+        for w in workers:
+            w.start()
+        try:
+            subprocess.run([*cmd, str(synth), "--store", str(store), "--commit-every", "2", "--no-compact", *ck], check=True,
+                           capture_output=True, timeout=300)
+            subprocess.run([*cmd, "--store", str(store), "--compact"], check=True, capture_output=True, timeout=300)
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            for w in workers:
+                w.join()
+        final = c.get("/health").json()["entries"]
+    assert not errors, errors[:3]
+    assert len(set(counts)) > 2 and counts == sorted(counts)  # appends seen as they were committed, never lost
+    with open_store(store, readonly=True) as st:
+        assert final == len(st) == 45 and st._view().gen == 2  # the compaction happened under the readers

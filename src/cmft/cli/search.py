@@ -201,7 +201,7 @@ def _resolve_query(index: Any, query: str) -> int:
             index.entry(int(query))
             return int(query)
         except IndexFormatError:
-            _fail(f"--query {query}: no entry with that id (the index holds {len(index)} entries, ids below {index.next_id})")
+            _fail(f"--query {query}: no entry with that id (the index holds {len(index)} entries)")
     matches = index.find_suffix("/" + query.strip("/"), limit=4)
     if len(matches) == 1:
         return matches[0]

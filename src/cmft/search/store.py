@@ -210,7 +210,16 @@ class GalleryStore:
     def refresh(self) -> bool:
         """See what writers committed since the last look (new rows, deletions, a compaction); True if anything
         changed. Cheap when nothing did: one small query."""
-        info = self._info()
+        for attempt in range(3):
+            info = self._info()
+            try:
+                return self._load(info)
+            except (IndexFormatError, OSError):
+                if attempt == 2 or self._info().get("gen") == info.get("gen"):
+                    raise
+                # a compaction switched generations (and removed the old files) while this one was being read
+
+    def _load(self, info: dict[str, str]) -> bool:
         gen, rows = int(info["gen"]), int(info["rows"])
         sorted_rows, dver = int(info["sorted_rows"]), int(info["deleted_version"])
         with self._snap_lock:
