@@ -527,6 +527,19 @@ class GalleryStore:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One SQLite write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error)."""
+        with self._sql_lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
     def add(self, embeddings: np.ndarray, entries: list[dict], hook: Hook | None = None) -> list[int]:
         """Append ``[N, dim]`` embeddings (re-normalised) and their entries in one transaction; returns the new ids.
 
@@ -563,20 +576,13 @@ class GalleryStore:
                 _append(self.path / f"codes.{gen}.f32", rows * len(proj) * 4, (emb @ proj.T).astype(np.float32).tobytes())
             _append(self.path / f"vectors.{gen}.f32", rows * self.dim * 4, emb.tobytes())
             _append(self.path / f"rows.{gen}.bin", rows * ROW.itemsize, recs.tobytes())
-            with self._sql_lock:
-                cur = self._db.cursor()
-                cur.execute("BEGIN IMMEDIATE")
-                try:
-                    cur.executemany("INSERT INTO entries (id, key, row, camera, modality, pid, t, deleted, doc) "
-                                    "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
-                                    [(i, e["key"], rows + j, e["camera"], e["modality"], e["pid"], t, json.dumps(e))
-                                     for j, (i, e, t) in enumerate(zip(ids, checked, times))])
-                    cur.executemany("UPDATE info SET value = ? WHERE name = ?",
-                                    [(str(rows + len(checked)), "rows"), (str(next_id + len(checked)), "next_id")])
-                    cur.execute("COMMIT")
-                except BaseException:
-                    cur.execute("ROLLBACK")
-                    raise
+            with self._transaction() as cur:
+                cur.executemany("INSERT INTO entries (id, key, row, camera, modality, pid, t, deleted, doc) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                                [(i, e["key"], rows + j, e["camera"], e["modality"], e["pid"], t, json.dumps(e))
+                                 for j, (i, e, t) in enumerate(zip(ids, checked, times))])
+                cur.executemany("UPDATE info SET value = ? WHERE name = ?",
+                                [(str(rows + len(checked)), "rows"), (str(next_id + len(checked)), "next_id")])
         self.refresh()
         return ids
 
@@ -584,29 +590,17 @@ class GalleryStore:
         """Delete entries by id, by key, and (retention) every entry captured before ``before``; returns how many
         were deleted. Searches drop them at once; :meth:`compact` reclaims their space and thumbnails."""
         cut = parse_time(before, "before")
-        with self._writer():
-            with self._sql_lock:
-                cur = self._db.cursor()
-                cur.execute("BEGIN IMMEDIATE")
-                try:
-                    n = 0
-                    ids = [int(i) for i in ids]
-                    for start in range(0, len(ids), 900):
-                        chunk = ids[start:start + 900]
-                        n += cur.execute(f"UPDATE entries SET deleted = 1 WHERE deleted = 0 AND id IN ({','.join('?' * len(chunk))})",
-                                         chunk).rowcount
-                    for start in range(0, len(keys), 900):
-                        chunk = list(keys[start:start + 900])
-                        n += cur.execute(f"UPDATE entries SET deleted = 1 WHERE deleted = 0 AND key IN ({','.join('?' * len(chunk))})",
-                                         chunk).rowcount
-                    if cut is not None:
-                        n += cur.execute("UPDATE entries SET deleted = 1 WHERE deleted = 0 AND t < ?", (cut,)).rowcount
-                    if n:
-                        cur.execute("UPDATE info SET value = CAST(value AS INTEGER) + 1 WHERE name = 'deleted_version'")
-                    cur.execute("COMMIT")
-                except BaseException:
-                    cur.execute("ROLLBACK")
-                    raise
+        n = 0
+        with self._writer(), self._transaction() as cur:
+            for column, values in (("id", [int(i) for i in ids]), ("key", list(keys))):
+                for start in range(0, len(values), 900):
+                    chunk = values[start:start + 900]
+                    n += cur.execute(f"UPDATE entries SET deleted = 1 WHERE deleted = 0 AND {column} IN "
+                                     f"({','.join('?' * len(chunk))})", chunk).rowcount
+            if cut is not None:
+                n += cur.execute("UPDATE entries SET deleted = 1 WHERE deleted = 0 AND t < ?", (cut,)).rowcount
+            if n:
+                cur.execute("UPDATE info SET value = CAST(value AS INTEGER) + 1 WHERE name = 'deleted_version'")
         self.refresh()
         return n
 
@@ -680,25 +674,18 @@ class GalleryStore:
                     fh.flush()
                     os.fsync(fh.fileno())
             _fsync_dir(self.path)
-            with self._sql_lock:
-                gone = [(i, json.loads(d).get("thumbnail")) for i, d in self._query("SELECT id, doc FROM entries WHERE deleted = 1")]
-                cur = self._db.cursor()
-                cur.execute("BEGIN IMMEDIATE")
-                try:
-                    cur.execute("DELETE FROM entries WHERE deleted = 1")
-                    cur.execute("CREATE TEMP TABLE moved (id INTEGER PRIMARY KEY, row INTEGER)")
-                    cur.executemany("INSERT INTO moved VALUES (?, ?)", zip(cols["id"].tolist(), range(len(rows))))
-                    cur.execute("UPDATE entries SET row = (SELECT row FROM moved WHERE moved.id = entries.id)")
-                    cur.execute("DROP TABLE moved")
-                    cur.executemany("UPDATE info SET value = ? WHERE name = ?",
-                                    [(str(new), "gen"), (str(len(rows)), "rows"),
-                                     (str(len(rows) if centroids is not None else 0), "sorted_rows"),
-                                     (str(0 if centroids is None else len(centroids)), "nlist")])
-                    cur.execute("UPDATE info SET value = CAST(value AS INTEGER) + 1 WHERE name = 'deleted_version'")
-                    cur.execute("COMMIT")
-                except BaseException:
-                    cur.execute("ROLLBACK")
-                    raise
+            gone = [(i, json.loads(d).get("thumbnail")) for i, d in self._query("SELECT id, doc FROM entries WHERE deleted = 1")]
+            with self._transaction() as cur:
+                cur.execute("DELETE FROM entries WHERE deleted = 1")
+                cur.execute("CREATE TEMP TABLE moved (id INTEGER PRIMARY KEY, row INTEGER)")
+                cur.executemany("INSERT INTO moved VALUES (?, ?)", zip(cols["id"].tolist(), range(len(rows))))
+                cur.execute("UPDATE entries SET row = (SELECT row FROM moved WHERE moved.id = entries.id)")
+                cur.execute("DROP TABLE moved")
+                cur.executemany("UPDATE info SET value = ? WHERE name = ?",
+                                [(str(new), "gen"), (str(len(rows)), "rows"),
+                                 (str(len(rows) if centroids is not None else 0), "sorted_rows"),
+                                 (str(0 if centroids is None else len(centroids)), "nlist")])
+                cur.execute("UPDATE info SET value = CAST(value AS INTEGER) + 1 WHERE name = 'deleted_version'")
             self.refresh()
             _remove_other_generations(self.path, new)
             for _, thumb in gone:
