@@ -3,7 +3,10 @@ one-folder FAISS index, at 10^4, 10^5 and 10^6 entries of 2,048-d embeddings.
 
     python benchmarks/bench_gallery.py                                   # 10^4 and 10^5, every candidate
     python benchmarks/bench_gallery.py --sizes 1000000 --candidates store   # the 10^6 store (~10 GB of disk)
+    python benchmarks/bench_gallery.py --crash 20 --candidates store lancedb   # kill an appending child 20 times
     python benchmarks/bench_gallery.py --report-only --write-md          # the table in BENCHMARKS.md
+
+LanceDB is not a dependency of cmft: ``pip install lancedb`` to include it.
 
 Per size and candidate: the build rate; the store time of one add of 1,000 tracklets onto the full gallery
 (median of 5; embedding excluded); top-10 search latency p50 / p99 under five filters, from none to one day of
@@ -315,6 +318,82 @@ def run_faiss(n: int, dim: int, q: int, folder: Path, log: Any) -> dict[str, Any
     return out
 
 
+# -- crash safety: a child appending batches, SIGKILLed at random moments -------------------------------------
+_CHILD = {
+    "store": """
+import sys, numpy as np
+from cmft.search.store import GalleryStore, open_store
+path = sys.argv[1]
+try:
+    g = open_store(path)
+except Exception:
+    g = GalleryStore.create(path, 64)
+i = len(g)
+rng = np.random.default_rng(i)
+while True:
+    g.add(rng.normal(size=(100, 64)).astype(np.float32), [{"key": f"k{i + j}", "camera": 1, "modality": "ir", "source": "s",
+          "frames": ["f"]} for j in range(100)])
+    i += 100
+""",
+    "lancedb": """
+import sys, numpy as np, pyarrow as pa, lancedb
+db = lancedb.connect(sys.argv[1])
+rng = np.random.default_rng()
+def batch():
+    return pa.table({"vector": pa.FixedSizeListArray.from_arrays(pa.array(rng.normal(size=6400).astype(np.float32)), 64),
+                     "key": [str(rng.integers(1 << 62)) for _ in range(100)]})
+tbl = db.open_table("g") if "g" in db.table_names() else db.create_table("g", batch())
+while True:
+    tbl.add(batch())
+""",
+}
+
+
+def _count(cand: str, folder: Path) -> int:
+    if cand == "store":
+        from cmft.search.store import open_store
+
+        if not (folder / "store.sqlite").exists():
+            return 0  # killed before the store's first commit
+
+        with open_store(folder, readonly=True) as g:
+            return len(g)
+    import lancedb
+
+    db = lancedb.connect(folder)
+    return db.open_table("g").count_rows() if "g" in db.table_names() else 0
+
+
+def crash_trial(cand: str, kills: int, folder: Path, log: Any) -> dict[str, Any]:
+    """Kill an appending child ``kills`` times at random moments; after each kill the gallery must open and hold
+    whole batches of 100, never fewer rows than before."""
+    import random
+    import signal
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    target = folder / "g"
+    rng = random.Random(0)
+    ok, last, problems = 0, 0, []
+    for _ in range(kills):
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD[cand], str(target)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.5, 3.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        try:
+            n = _count(cand, target)
+            if n % 100 or n < last:
+                problems.append(f"{n} rows after a kill (before: {last})")
+            else:
+                ok += 1
+            last = n
+        except Exception as e:  # noqa: BLE001 - any failure to open is the finding
+            problems.append(f"{type(e).__name__}: {str(e)[:200]}")
+    log(f"  crash {cand}: {ok}/{kills} kills left a whole gallery ({last} rows)")
+    return {"kills": kills, "whole": ok, "rows": last, "problems": problems[:5]}
+
+
 # -- report ---------------------------------------------------------------------------------------------------
 NAMES = {"store": "cmft store (SQLite + row files + IVF)", "lancedb": "LanceDB 0.40 (IVF_PQ)", "faiss": "old index (FAISS flat, one folder)"}
 
@@ -322,6 +401,8 @@ NAMES = {"store": "cmft store (SQLite + row files + IVF)", "lancedb": "LanceDB 0
 def report() -> str:
     results = {}
     for p in sorted(OUT.glob("*.json")):
+        if p.stem.startswith("crash_"):
+            continue
         cand, size = p.stem.rsplit("_", 1)
         results[(cand, int(size))] = json.loads(p.read_text())
     if not results:
@@ -353,6 +434,13 @@ def report() -> str:
             share = f" ({100 * x['passing'] / r['entries']:.1f} %)" if "passing" in x else ""
             cells.append(f"{x['p50_ms']:.1f} / {x['p99_ms']:.1f}, R {rec}{share}")
         lines.append(f"| {NAMES.get(cand, cand)} | {size:,} | " + " | ".join(cells) + " |")
+    crash = {p.stem.split("_", 1)[1]: json.loads(p.read_text()) for p in sorted(OUT.glob("crash_*.json"))}
+    if crash:
+        lines += ["", "Crash safety (`--crash 20`): a child process appending batches of 100 rows, SIGKILLed at a random "
+                  "moment 1.5-3 s after it started, 20 times; then the gallery is opened:", "",
+                  "| gallery | kills | opened whole (batches of 100, nothing lost) | rows at the end |", "| --- | --- | --- | --- |"]
+        for cand, r in crash.items():
+            lines.append(f"| {NAMES.get(cand, cand)} | {r['kills']} | {r['whole']} | {r['rows']:,} |")
     return "\n".join(lines)
 
 
@@ -363,6 +451,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=2048)
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--keep", action="store_true", help="keep the galleries under out/bench_gallery/data")
+    ap.add_argument("--crash", type=int, default=0, metavar="KILLS", help="only the crash trial: KILLS random kills per candidate")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--write-md", action="store_true", help="write the table into BENCHMARKS.md")
     args = ap.parse_args()
@@ -374,7 +463,11 @@ def main() -> None:
     machine = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
                "date": datetime.date.today().isoformat(), "python": sys.version.split()[0]}
-    if not args.report_only:
+    if args.crash:
+        for cand in [c for c in args.candidates if c in _CHILD]:
+            r = crash_trial(cand, args.crash, OUT / "data" / f"crash_{cand}", log)
+            (OUT / f"crash_{cand}.json").write_text(json.dumps(r, indent=1))
+    elif not args.report_only:
         for size in args.sizes:
             for cand in args.candidates:
                 res_path = OUT / f"{cand}_{size}.json"
