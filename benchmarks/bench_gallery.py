@@ -444,6 +444,42 @@ def report() -> str:
     return "\n".join(lines)
 
 
+def plot(path: Path) -> Path | None:
+    """Top-10 latency (p50) and recall@10 against the gallery size, per gallery and filter."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    results = {}
+    for p in sorted(OUT.glob("*.json")):
+        if not p.stem.startswith("crash_"):
+            cand, size = p.stem.rsplit("_", 1)
+            results.setdefault(cand, {})[int(size)] = json.loads(p.read_text())
+    if not results:
+        return None
+    fig = Figure(figsize=(11, 4))
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    for cand, by_size in results.items():
+        sizes = sorted(by_size)
+        for f, style in (("none", "-"), ("ir + 10 cameras", "--")):
+            xs = [n for n in sizes if f in by_size[n]["filters"]]
+            if not xs:
+                continue
+            label = f"{NAMES.get(cand, cand)}, {f}"
+            ax1.plot(xs, [by_size[n]["filters"][f]["p50_ms"] for n in xs], style, marker="o", label=label)
+            rec = [(n, by_size[n]["filters"][f]["recall10"]) for n in xs if by_size[n]["filters"][f]["recall10"] is not None]
+            if rec:
+                ax2.plot([n for n, _ in rec], [r for _, r in rec], style, marker="o", label=label)
+    ax1.set(xscale="log", yscale="log", xlabel="entries (2,048-d)", ylabel="top-10 latency p50 (ms)")
+    ax1.axhline(50, color="grey", lw=0.8, ls=":")
+    ax2.set(xscale="log", xlabel="entries (2,048-d)", ylabel="recall@10 vs exact", ylim=(0.4, 1.01))
+    ax2.axhline(0.95, color="grey", lw=0.8, ls=":")
+    ax1.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -492,7 +528,10 @@ def main() -> None:
     if args.write_md:
         from markdown_section import write_section  # beside this script
 
-        write_section("bench_gallery", "## bench_gallery: the gallery store at archive scale\n\n" + text)
+        png = plot(Path(__file__).resolve().parent / "bench_gallery.png")
+        if png is not None:
+            text += f"\n\n![latency and recall against gallery size](benchmarks/{png.name})"
+        write_section("bench_gallery", "## Gallery store at archive scale (`benchmarks/bench_gallery.py`)\n\n" + text)
 
 
 if __name__ == "__main__":
