@@ -87,6 +87,16 @@ def _check_entry(e: Any, where: str) -> dict:
         raise IndexFormatError(f"{where}: not JSON-serialisable ({err})") from None
 
 
+def check_filters(modality: str | None, cameras: Sequence[int] | None, exclude: Sequence[int] | None) -> None:
+    """Refuse a malformed search filter (the same rules for every gallery: this index, the store, Milvus)."""
+    if modality is not None and modality not in MODALITIES:
+        raise IndexFormatError(f"modality filter must be 'rgb' or 'ir', got {modality!r}")
+    if cameras is not None and (isinstance(cameras, (str, bytes)) or not all(_is_int(c) for c in cameras)):
+        raise IndexFormatError(f"cameras filter must be a list of integers, got {cameras!r}")
+    if exclude is not None and (isinstance(exclude, (str, bytes)) or not all(_is_int(i) for i in exclude)):
+        raise IndexFormatError(f"exclude must be a list of entry ids, got {exclude!r}")
+
+
 def _normalise(x: np.ndarray, dim: int, what: str) -> np.ndarray:
     """``[N, dim]`` float32 rows of unit length (a 1-D vector is one row); refuses NaN, inf and zero rows."""
     x = np.asarray(x)
@@ -244,14 +254,8 @@ class GalleryIndex:
     # -- search -------------------------------------------------------------------------------------------
     def _candidates(self, modality: str | None, cameras: Sequence[int] | None, exclude: Sequence[int] | None) -> np.ndarray | None:
         """Ids passing the filters, sorted (None: every id)."""
-        if modality is not None and modality not in MODALITIES:
-            raise IndexFormatError(f"modality filter must be 'rgb' or 'ir', got {modality!r}")
-        if cameras is not None:
-            if isinstance(cameras, (str, bytes)) or not all(_is_int(c) for c in cameras):
-                raise IndexFormatError(f"cameras filter must be a list of integers, got {cameras!r}")
+        check_filters(modality, cameras, exclude)
         if exclude is not None:
-            if isinstance(exclude, (str, bytes)) or not all(_is_int(i) for i in exclude):
-                raise IndexFormatError(f"exclude must be a list of entry ids, got {exclude!r}")
             bad = [int(i) for i in exclude if not 0 <= i < len(self)]
             if bad:
                 raise IndexFormatError(f"exclude names ids {bad[:5]} that are not in the index (0..{len(self) - 1})")

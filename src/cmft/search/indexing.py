@@ -82,26 +82,27 @@ def open_index(folder: str | os.PathLike[str], extractor: Any, kind: str = "flat
     if is_milvus(folder):
         from cmft.search.milvus import MilvusGallery
 
-        gallery = MilvusGallery(str(folder))
+        gallery: Any = MilvusGallery(str(folder))
         if not gallery.dim:
             return MilvusGallery.create(str(folder), mine["dim"], kind, meta=mine)
-        check_model(gallery, mine, folder)
+        where: Any = folder
+    else:
+        folder = Path(folder)
+        if not is_store(folder) and not (folder / INDEX).is_file():
+            if folder.is_dir() and any(not p.name.startswith(".store.sqlite") for p in folder.iterdir()):  # (a killed create's temp)
+                raise IndexFormatError(f"{folder}: not empty and not a gallery index; choose another --out")
+            return GalleryStore.create(folder, mine["dim"], kind, meta=mine)
+        gallery = open_store(folder)
+        where = gallery.path / "store.sqlite"
+    try:
+        check_model(gallery, mine, where)
         if gallery.kind != kind:
-            raise IndexFormatError(f"{folder}: the gallery is {gallery.kind!r}, not {kind!r} "
-                                   f"({'pass --approximate' if gallery.kind == 'ivf' else 'leave out --approximate'} to extend it)")
-        return gallery
-    folder = Path(folder)
-    if not is_store(folder) and not (folder / INDEX).is_file():
-        if folder.is_dir() and any(not p.name.startswith(".store.sqlite") for p in folder.iterdir()):  # (a killed create's temp)
-            raise IndexFormatError(f"{folder}: not empty and not a gallery index; choose another --out")
-        return GalleryStore.create(folder, mine["dim"], kind, meta=mine)
-    store = open_store(folder)
-    check_model(store, mine, store.path / "store.sqlite")
-    if store.kind != kind:
-        store.close()
-        raise IndexFormatError(f"{folder}: the index is {'approximate' if store.kind == 'ivf' else 'exact'} ({store.kind!r}), "
-                               f"not {kind!r} ({'pass --approximate' if store.kind == 'ivf' else 'leave out --approximate'} to extend it)")
-    return store
+            raise IndexFormatError(f"{folder}: the index is {'approximate' if gallery.kind == 'ivf' else 'exact'} ({gallery.kind!r}), "
+                                   f"not {kind!r} ({'pass --approximate' if gallery.kind == 'ivf' else 'leave out --approximate'} to extend it)")
+    except IndexFormatError:
+        gallery.close()
+        raise
+    return gallery
 
 
 # -- the common step ------------------------------------------------------------------------------------------

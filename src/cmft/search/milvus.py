@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cmft.search.index import MODALITIES, IndexFormatError, _check_entry, _is_int, _normalise
+from cmft.search.index import IndexFormatError, _check_entry, _is_int, _normalise, check_filters
 from cmft.search.store import STORE_KINDS, Hook, capture_time, parse_time
 
 COLLECTION = "cmft_gallery"
@@ -229,12 +229,7 @@ class MilvusGallery:
     # -- search -------------------------------------------------------------------------------------------
     def _filter(self, modality: str | None, cameras: Sequence[int] | None, exclude: Sequence[int] | None,
                 since: Any, until: Any) -> str:
-        if modality is not None and modality not in MODALITIES:
-            raise IndexFormatError(f"modality filter must be 'rgb' or 'ir', got {modality!r}")
-        if cameras is not None and (isinstance(cameras, (str, bytes)) or not all(_is_int(c) for c in cameras)):
-            raise IndexFormatError(f"cameras filter must be a list of integers, got {cameras!r}")
-        if exclude is not None and (isinstance(exclude, (str, bytes)) or not all(_is_int(i) for i in exclude)):
-            raise IndexFormatError(f"exclude must be a list of entry ids, got {exclude!r}")
+        check_filters(modality, cameras, exclude)
         parts = ["id >= 0"]
         if modality is not None:
             parts.append(f"rgb == {'true' if modality == 'rgb' else 'false'}")

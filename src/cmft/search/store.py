@@ -43,7 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from cmft.search.index import MODALITIES, IndexFormatError, _check_entry, _is_int, _normalise
+from cmft.atomic import write_atomic
+from cmft.search.index import MODALITIES, IndexFormatError, _check_entry, _is_int, _normalise, check_filters
 
 FORMAT = "cmft-gallery-store/2"
 DB = "store.sqlite"
@@ -121,6 +122,34 @@ def _append(path: Path, committed_bytes: int, data: bytes) -> None:
         os.fsync(fh.fileno())
     if new:
         _fsync_dir(path.parent)
+
+
+def _in_chunks(values: Sequence[Any], size: int = 900) -> Iterator[tuple[str, list[Any]]]:
+    """``(placeholders, chunk)`` for SQL ``IN (...)`` over ``values``, under SQLite's bound-parameter limit."""
+    values = list(values)
+    for start in range(0, len(values), size):
+        chunk = values[start:start + size]
+        yield ",".join("?" * len(chunk)), chunk
+
+
+def _records(ids: Sequence[int], entries: list[dict], times: list[float | None]) -> np.ndarray:
+    """The ROW records of checked entries (their IVF list unassigned: -1)."""
+    recs = np.zeros(len(entries), ROW)
+    recs["id"] = ids
+    recs["camera"] = [e["camera"] for e in entries]
+    recs["rgb"] = [e["modality"] == "rgb" for e in entries]
+    recs["t"] = [np.nan if t is None else t for t in times]
+    recs["list"] = -1
+    return recs
+
+
+_INSERT = "INSERT INTO entries (id, key, row, camera, modality, pid, t, deleted, doc) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)"
+
+
+def _entry_rows(ids: Sequence[int], first_row: int, entries: list[dict], times: list[float | None]) -> list[tuple]:
+    """The ``entries`` table rows (for ``_INSERT``) of checked entries stored from row ``first_row`` on."""
+    return [(i, e["key"], first_row + j, e["camera"], e["modality"], e["pid"], t, json.dumps(e))
+            for j, (i, e, t) in enumerate(zip(ids, entries, times))]
 
 
 def _topk(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -211,48 +240,60 @@ class GalleryStore:
         """See what writers committed since the last look (new rows, deletions, a compaction); True if anything
         changed. Cheap when nothing did: one small query."""
         for attempt in range(3):
-            info = self._info()
-            try:
-                return self._load(info)
-            except (IndexFormatError, OSError):
-                if attempt == 2 or self._info().get("gen") == info.get("gen"):
-                    raise
-                # a compaction switched generations (and removed the old files) while this one was being read
+            with self._snap_lock:  # the header is read under the lock too: a snapshot never goes back in time
+                info, dead = self._committed()
+                try:
+                    return self._load(info, dead)
+                except (IndexFormatError, OSError):
+                    if attempt == 2 or self._info().get("gen") == info.get("gen"):
+                        raise
+                    # a compaction switched generations (and removed the old files) while this one was being read
+        return False  # not reached
 
-    def _load(self, info: dict[str, str]) -> bool:
+    def _committed(self) -> tuple[dict[str, str], list[int]]:
+        """The header and the deleted rows, read in one SQLite read transaction (so they agree)."""
+        with self._sql_lock:
+            self._db.execute("BEGIN")
+            try:
+                info = dict(self._db.execute("SELECT name, value FROM info").fetchall())
+                dead = [r for (r,) in self._db.execute("SELECT row FROM entries WHERE deleted = 1")]
+            finally:
+                self._db.execute("COMMIT")
+        return info, dead
+
+    def _load(self, info: dict[str, str], dead: list[int]) -> bool:
+        """Build the snapshot of ``info`` (the committed header) and ``dead`` (its deleted rows); the caller holds
+        ``_snap_lock``."""
         gen, rows = int(info["gen"]), int(info["rows"])
         sorted_rows, dver = int(info["sorted_rows"]), int(info["deleted_version"])
-        with self._snap_lock:
-            old = self._snap
-            if old is not None and (old.gen, old.rows, old.deleted_version) == (gen, rows, dver):
-                return False
-            if old is not None and old.gen == gen and rows >= old.rows:
-                cols = old.cols if rows == old.rows else {
-                    name: np.concatenate([old.cols[name], new]) for name, new in _columns(self._read_rows(gen, old.rows, rows)).items()}
-                centroids, offsets, proj = old.centroids, old.offsets, old.proj
-            else:
-                cols = _columns(self._read_rows(gen, 0, rows))
-                centroids, offsets, proj = self._read_ivf(gen, info)
-            live = np.ones(rows, bool)
-            with self._sql_lock:
-                dead = [r for (r,) in self._db.execute("SELECT row FROM entries WHERE deleted = 1")]
-            if dead:
-                live[np.asarray(dead, np.int64)] = False
-            vec_path = self.path / f"vectors.{gen}.f32"
-            if rows:
-                if not vec_path.is_file() or vec_path.stat().st_size < rows * self.dim * 4:
-                    raise IndexFormatError(f"{vec_path}: shorter than the {rows} rows {DB} has committed")
-                vectors = np.memmap(vec_path, np.float32, "r", shape=(rows, self.dim))
-            else:
-                vectors = np.zeros((0, self.dim), np.float32)
-            codes = None
-            if proj is not None and rows:
-                code_path = self.path / f"codes.{gen}.f32"
-                if not code_path.is_file() or code_path.stat().st_size < rows * len(proj) * 4:
-                    raise IndexFormatError(f"{code_path}: shorter than the {rows} rows {DB} has committed")
-                codes = np.memmap(code_path, np.float32, "r", shape=(rows, len(proj)))
-            self._snap = _Snapshot(gen, rows, sorted_rows, dver, cols, live, vectors, centroids, offsets, proj, codes)
-            return True
+        old = self._snap
+        if old is not None and (old.gen, old.rows, old.deleted_version) == (gen, rows, dver):
+            return False
+        if old is not None and old.gen == gen and rows >= old.rows:
+            cols = old.cols if rows == old.rows else {
+                name: np.concatenate([old.cols[name], new]) for name, new in _columns(self._read_rows(gen, old.rows, rows)).items()}
+            centroids, offsets, proj = old.centroids, old.offsets, old.proj
+        else:
+            cols = _columns(self._read_rows(gen, 0, rows))
+            centroids, offsets, proj = self._read_ivf(gen, info)
+        live = np.ones(rows, bool)
+        if dead:
+            live[np.asarray(dead, np.int64)] = False
+        vec_path = self.path / f"vectors.{gen}.f32"
+        if rows:
+            if not vec_path.is_file() or vec_path.stat().st_size < rows * self.dim * 4:
+                raise IndexFormatError(f"{vec_path}: shorter than the {rows} rows {DB} has committed")
+            vectors = np.memmap(vec_path, np.float32, "r", shape=(rows, self.dim))
+        else:
+            vectors = np.zeros((0, self.dim), np.float32)
+        codes = None
+        if proj is not None and rows:
+            code_path = self.path / f"codes.{gen}.f32"
+            if not code_path.is_file() or code_path.stat().st_size < rows * len(proj) * 4:
+                raise IndexFormatError(f"{code_path}: shorter than the {rows} rows {DB} has committed")
+            codes = np.memmap(code_path, np.float32, "r", shape=(rows, len(proj)))
+        self._snap = _Snapshot(gen, rows, sorted_rows, dver, cols, live, vectors, centroids, offsets, proj, codes)
+        return True
 
     def _read_rows(self, gen: int, start: int, stop: int) -> np.ndarray:
         path = self.path / f"rows.{gen}.bin"
@@ -360,12 +401,14 @@ class GalleryStore:
         return [i for (i,) in self._query("SELECT id FROM entries WHERE deleted = 0 AND pid = ? AND camera = ?", (pid, camera))]
 
     def _rows_of(self, ids: Sequence[int]) -> np.ndarray:
-        ids = [int(i) for i in ids]
         out = []
-        for start in range(0, len(ids), 900):
-            chunk = ids[start:start + 900]
-            got = dict(self._query(f"SELECT id, row FROM entries WHERE id IN ({','.join('?' * len(chunk))})", chunk))
-            unknown = [i for i in chunk if i not in got and not 0 <= i < self.next_id]  # deleted ones are fine
+        next_id = None
+        for marks, chunk in _in_chunks([int(i) for i in ids]):
+            got = dict(self._query(f"SELECT id, row FROM entries WHERE id IN ({marks})", chunk))
+            missing = [i for i in chunk if i not in got]
+            if missing and next_id is None:
+                next_id = self.next_id
+            unknown = [i for i in missing if not 0 <= i < next_id]  # deleted ones are fine
             if unknown:
                 raise IndexFormatError(f"exclude names ids {unknown[:5]} that are not in the store")
             out.extend(got[i] for i in chunk if i in got)
@@ -386,12 +429,7 @@ class GalleryStore:
     # -- search -------------------------------------------------------------------------------------------
     def _mask(self, snap: _Snapshot, modality: str | None, cameras: Sequence[int] | None, exclude: Sequence[int] | None,
               since: Any, until: Any) -> np.ndarray:
-        if modality is not None and modality not in MODALITIES:
-            raise IndexFormatError(f"modality filter must be 'rgb' or 'ir', got {modality!r}")
-        if cameras is not None and (isinstance(cameras, (str, bytes)) or not all(_is_int(c) for c in cameras)):
-            raise IndexFormatError(f"cameras filter must be a list of integers, got {cameras!r}")
-        if exclude is not None and (isinstance(exclude, (str, bytes)) or not all(_is_int(i) for i in exclude)):
-            raise IndexFormatError(f"exclude must be a list of entry ids, got {exclude!r}")
+        check_filters(modality, cameras, exclude)
         lo, hi = parse_time(since, "since"), parse_time(until, "until")
         keep = snap.live.copy()
         cols = snap.cols
@@ -426,7 +464,7 @@ class GalleryStore:
             return [[] for _ in range(len(q))]
         k = min(int(k), n_pass)
         if exact or snap.centroids is None or n_pass <= EXACT_BELOW or self.kind == "flat":
-            found = self._exact(snap, q, k, mask, n_pass)
+            found = self._exact(snap, q, k, mask)
         else:
             found = [self._ivf(snap, q[i], k, mask, n_pass) for i in range(len(q))]
         return [[(int(i), float(s)) for s, i in zip(scores, ids)] for scores, ids in found]
@@ -434,19 +472,16 @@ class GalleryStore:
     def _score(self, snap: _Snapshot, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
         return snap.vectors[rows] @ q
 
-    def _exact(self, snap: _Snapshot, q: np.ndarray, k: int, mask: np.ndarray, n_pass: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _exact(self, snap: _Snapshot, q: np.ndarray, k: int, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         best = [(np.zeros(0, np.float32), np.zeros(0, np.int64)) for _ in range(len(q))]
         for start in range(0, snap.rows, BLOCK):
             m = mask[start:start + BLOCK]
-            n = int(m.sum())
-            if n == 0:
+            rows = np.flatnonzero(m)
+            if len(rows) == 0:
                 continue
-            if n > len(m) // 4:  # dense: one matrix product over the block, then the mask
-                block = np.asarray(snap.vectors[start:start + len(m)]) @ q.T
-                rows = np.flatnonzero(m)
-                scores = block[rows]
+            if len(rows) > len(m) // 4:  # dense: one matrix product over the block, then the mask
+                scores = (np.asarray(snap.vectors[start:start + len(m)]) @ q.T)[rows]
             else:
-                rows = np.flatnonzero(m)
                 scores = np.asarray(snap.vectors[start + rows]) @ q.T
             ids = snap.cols["id"][start + rows]
             for i in range(len(q)):
@@ -500,7 +535,7 @@ class GalleryStore:
             score_parts.append(np.asarray(table[extra]) @ qq)
         rows = np.concatenate(rows_parts) if rows_parts else np.zeros(0, np.int64)
         if len(rows) < k:  # too few near the query (a narrow filter on far lists): answer exactly
-            return self._exact(snap, q[None], k, mask, n_pass)[0]
+            return self._exact(snap, q[None], k, mask)[0]
         scores = np.concatenate(score_parts)
         if not coded:
             return _topk(scores, snap.cols["id"][rows], k)
@@ -554,33 +589,25 @@ class GalleryStore:
         if len({e["key"] for e in checked}) != len(checked):
             raise IndexFormatError("add: a key appears twice in this add; nothing was added")
         with self._writer() as info:
-            keys = [e["key"] for e in checked]
-            for start in range(0, len(keys), 900):
-                chunk = keys[start:start + 900]
-                hit = self._query(f"SELECT key FROM entries WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            for marks, chunk in _in_chunks([e["key"] for e in checked]):
+                hit = self._query(f"SELECT key FROM entries WHERE key IN ({marks})", chunk)
                 if hit:
                     raise IndexFormatError(f"add: key {hit[0][0]!r} is already in the store; nothing was added")
             gen, rows, next_id = int(info["gen"]), int(info["rows"]), int(info["next_id"])
             ids = list(range(next_id, next_id + len(checked)))
             if hook is not None:
                 hook(ids, checked)
-            recs = np.zeros(len(checked), ROW)
-            recs["id"] = ids
-            recs["camera"] = [e["camera"] for e in checked]
-            recs["rgb"] = [e["modality"] == "rgb" for e in checked]
-            recs["t"] = [np.nan if t is None else t for t in times]
+            recs = _records(ids, checked, times)
             snap = self._view()
             centroids, _, proj = (snap.centroids, None, snap.proj) if snap.gen == gen else self._read_ivf(gen, info)
-            recs["list"] = -1 if centroids is None else _assign(emb, centroids)
+            if centroids is not None:
+                recs["list"] = _assign(emb, centroids)
             if proj is not None:
                 _append(self.path / f"codes.{gen}.f32", rows * len(proj) * 4, (emb @ proj.T).astype(np.float32).tobytes())
             _append(self.path / f"vectors.{gen}.f32", rows * self.dim * 4, emb.tobytes())
             _append(self.path / f"rows.{gen}.bin", rows * ROW.itemsize, recs.tobytes())
             with self._transaction() as cur:
-                cur.executemany("INSERT INTO entries (id, key, row, camera, modality, pid, t, deleted, doc) "
-                                "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
-                                [(i, e["key"], rows + j, e["camera"], e["modality"], e["pid"], t, json.dumps(e))
-                                 for j, (i, e, t) in enumerate(zip(ids, checked, times))])
+                cur.executemany(_INSERT, _entry_rows(ids, rows, checked, times))
                 cur.executemany("UPDATE info SET value = ? WHERE name = ?",
                                 [(str(rows + len(checked)), "rows"), (str(next_id + len(checked)), "next_id")])
         self.refresh()
@@ -593,10 +620,8 @@ class GalleryStore:
         n = 0
         with self._writer(), self._transaction() as cur:
             for column, values in (("id", [int(i) for i in ids]), ("key", list(keys))):
-                for start in range(0, len(values), 900):
-                    chunk = values[start:start + 900]
-                    n += cur.execute(f"UPDATE entries SET deleted = 1 WHERE deleted = 0 AND {column} IN "
-                                     f"({','.join('?' * len(chunk))})", chunk).rowcount
+                for marks, chunk in _in_chunks(values):
+                    n += cur.execute(f"UPDATE entries SET deleted = 1 WHERE deleted = 0 AND {column} IN ({marks})", chunk).rowcount
             if cut is not None:
                 n += cur.execute("UPDATE entries SET deleted = 1 WHERE deleted = 0 AND t < ?", (cut,)).rowcount
             if n:
@@ -663,16 +688,10 @@ class GalleryStore:
                 code_fh.flush()
                 os.fsync(code_fh.fileno())
                 code_fh.close()
-            with open(row_path, "wb") as fh:
-                fh.write(cols.tobytes())
-                fh.flush()
-                os.fsync(fh.fileno())
+            write_atomic(row_path, lambda fh: fh.write(cols.tobytes()), binary=True)
             if centroids is not None:
-                ivf_path = self.path / f"ivf.{new}.npz"
-                with open(ivf_path, "wb") as fh:
-                    np.savez(fh, centroids=centroids, offsets=offsets, **({} if proj is None else {"proj": proj}))
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                write_atomic(self.path / f"ivf.{new}.npz", lambda fh: np.savez(
+                    fh, centroids=centroids, offsets=offsets, **({} if proj is None else {"proj": proj})), binary=True)
             _fsync_dir(self.path)
             gone = [(i, json.loads(d).get("thumbnail")) for i, d in self._query("SELECT id, doc FROM entries WHERE deleted = 1")]
             with self._transaction() as cur:
@@ -781,7 +800,7 @@ def _write_new_db(path: Path, head: dict[str, Any], rows: list[tuple]) -> None:
         header = {"gen": "1", "rows": str(len(rows)), "sorted_rows": "0", "nlist": "0", "deleted_version": "0",
                   "next_id": str(1 + max((r[0] for r in rows), default=-1)), **{k: str(v) for k, v in head.items()}}
         db.executemany("INSERT INTO info VALUES (?, ?)", header.items())
-        db.executemany("INSERT INTO entries (id, key, row, camera, modality, pid, t, deleted, doc) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)", rows)
+        db.executemany(_INSERT, rows)
         db.commit()
     finally:
         db.close()
@@ -831,20 +850,15 @@ def upgrade(folder: str | os.PathLike[str]) -> GalleryStore:
     kind = "ivf" if old.kind == "hnsw" else old.kind
     emb = old._emb
     entries = old._entries
-    recs = np.zeros(len(entries), ROW)
-    recs["id"] = np.arange(len(entries))
-    recs["camera"] = [e["camera"] for e in entries]
-    recs["rgb"] = [e["modality"] == "rgb" for e in entries]
+    ids = list(range(len(entries)))
     times = [capture_time(e) for e in entries]
-    recs["t"] = [np.nan if t is None else t for t in times]
-    recs["list"] = -1
+    recs = _records(ids, entries, times)
     for p in folder.glob("*.1.*"):
         p.unlink()  # what an upgrade killed before its commit left
     _append(folder / "vectors.1.f32", 0, np.ascontiguousarray(emb, np.float32).tobytes())
     _append(folder / "rows.1.bin", 0, recs.tobytes())
-    rows = [(i, e["key"], i, e["camera"], e["modality"], e["pid"], t, json.dumps(e)) for i, (e, t) in enumerate(zip(entries, times))]
     _write_new_db(folder, {"format": FORMAT, "dim": old.dim, "kind": kind, "meta": json.dumps(old.meta),
-                           "upgraded_from": "cmft-gallery-index/1"}, rows)
+                           "upgraded_from": "cmft-gallery-index/1"}, _entry_rows(ids, 0, entries, times))
     for name in (EMBEDDINGS, ENTRIES, INDEX):
         (folder / name).unlink(missing_ok=True)
     return GalleryStore(folder)

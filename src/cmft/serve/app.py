@@ -156,8 +156,7 @@ def create_app(index_folder: str | Path, checkpoint: Optional[str | Path] = None
         return out
 
     def lookup(tid: int) -> dict[str, Any]:
-        index.refresh()  # what a concurrent `cmft index` committed
-        try:
+        try:  # entries are read from the store as committed: a concurrent `cmft index`'s adds are seen at once
             return index.entry(tid)
         except IndexFormatError:
             raise _detail(404, f"no tracklet with id {tid} in the index ({len(index)} tracklets)") from None
@@ -172,7 +171,6 @@ def create_app(index_folder: str | Path, checkpoint: Optional[str | Path] = None
                 parse_time(value, name)
             except IndexFormatError as e:
                 raise _detail(422, str(e)) from None
-        index.refresh()
         hits = index.search(q, k=k, modality=modality, cameras=cams or None, exclude=exclude or None, since=since, until=until)[0]
         results = []
         for rank, (tid, score) in enumerate(hits, 1):
@@ -225,7 +223,6 @@ def create_app(index_folder: str | Path, checkpoint: Optional[str | Path] = None
         limit: int = Query(50, ge=1, le=MAX_PAGE),
     ) -> dict[str, Any]:
         """A page of index entries in id order (without frame paths; ``n_frames`` counts them)."""
-        index.refresh()
         total, items = index.page(offset, limit, modality=modality, camera=camera, pid=pid)
         return {"total": total, "offset": offset, "limit": limit, "items": [brief(e) for e in items]}
 
