@@ -39,8 +39,8 @@ def _summary_table(before: list[tuple[str, int, int]], after: list[tuple[str, in
 def _open_for_reading(spec: str) -> Any:
     """The gallery at ``spec`` (store folder or Milvus URI) opened read-only, or a clear exit (an old index folder
     names the upgrade command)."""
-    from cmft.search.index import IndexFormatError
-    from cmft.search.milvus import open_gallery
+    from cmft.search.gallery import IndexFormatError
+    from cmft.search.gallery import open_gallery
 
     try:
         return open_gallery(spec, readonly=True)
@@ -57,8 +57,8 @@ def index_cmd(
     camera: Annotated[Optional[int], typer.Option(help="plain tracklet folders' camera id")] = None,
     captured: Annotated[Optional[str], typer.Option(help="plain tracklet folders' capture time, ISO 8601 (e.g. 2026-11-30T21:05:00Z): what --since / --until filter on")] = None,
     approximate: Annotated[bool, typer.Option(help="approximate (IVF) search, fast on large galleries, instead of exact search")] = False,
-    upgrade: Annotated[bool, typer.Option(help="convert an index folder of the old format (cmft-gallery-index/1) into a store")] = False,
-    compact: Annotated[Optional[bool], typer.Option("--compact/--no-compact", help="rewrite the store after adding (drop deleted rows, (re)build the IVF lists); default: when it has grown enough to pay")] = None,
+    upgrade: Annotated[bool, typer.Option(help="convert a gallery folder of an old format (cmft-gallery-index/1 or cmft-gallery-store/2) into a LanceDB store, keeping ids, entries, embeddings and thumbnails")] = False,
+    compact: Annotated[Optional[bool], typer.Option("--compact/--no-compact", help="optimize the store after adding (merge fragments, drop deleted rows, (re)build the vector and filter indexes); default: when it has grown enough to pay")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1")] = "auto",
     batch_size: Annotated[int, typer.Option(help="tracklets per forward pass")] = 32,
     commit_every: Annotated[int, typer.Option(help="tracklets per transaction: a killed run keeps every batch it committed")] = 256,
@@ -68,8 +68,8 @@ def index_cmd(
     tracklets is committed as it is done: a killed run keeps them, and the same command again finishes the rest."""
     from cmft.data.errors import DatasetFormatError
     from cmft.data.datasets.registry import detect_dataset
-    from cmft.search.index import IndexFormatError
-    from cmft.search.store import open_store, parse_time
+    from cmft.search.gallery import IndexFormatError, parse_time
+    from cmft.search.store import open_store
 
     dirs = list(dataset_or_dirs or [])
     if out is None:
@@ -100,17 +100,17 @@ def index_cmd(
                 except DatasetFormatError as e:
                     _fail(f"{e}. For plain tracklet folders give --modality and --camera.")
     from cmft.search.indexing import index_dataset, index_folders, needs_upgrade
-    from cmft.search.milvus import open_gallery
+    from cmft.search.gallery import open_gallery
 
     if needs_upgrade(out):
-        err.print(f"{out}: an index folder of the old format (cmft-gallery-index/1): converting it into a gallery store")
+        err.print(f"{out}: a gallery folder of an old format: converting it into a LanceDB gallery store")
         try:
             open_store(out).close()
         except IndexFormatError as e:
             _fail(str(e))
         console.print(f"{out}: converted (ids, entries and thumbnails kept)")
     elif upgrade and not dirs:
-        _fail(f"{out}: not an index folder of the old format (nothing to upgrade)")
+        _fail(f"{out}: not a gallery folder of an old format (nothing to upgrade)")
     if not dirs:
         store = _open_for_writing(out)
         before = store.counts()
@@ -148,8 +148,8 @@ def index_cmd(
 
 
 def _open_for_writing(spec: str) -> Any:
-    from cmft.search.index import IndexFormatError
-    from cmft.search.milvus import open_gallery
+    from cmft.search.gallery import IndexFormatError
+    from cmft.search.gallery import open_gallery
 
     try:
         return open_gallery(spec)
@@ -163,12 +163,12 @@ def prune_cmd(
     older_than_days: Annotated[Optional[float], typer.Option(help="delete every tracklet captured more than this many days ago")] = None,
     key: Annotated[Optional[list[str]], typer.Option(help="delete the tracklet with this key (repeat for several)")] = None,
     id: Annotated[Optional[list[int]], typer.Option("--id", help="delete the tracklet with this id (repeat for several)")] = None,  # noqa: A002
-    compact: Annotated[bool, typer.Option("--compact/--no-compact", help="rewrite the store now to reclaim the space (else searches skip the deleted rows until a later compaction)")] = True,
+    compact: Annotated[bool, typer.Option("--compact/--no-compact", help="optimize the store now (merge fragments, drop the deleted rows, update the indexes); deleted entries leave searches at once either way")] = True,
 ) -> None:
     """Delete tracklets from a gallery store: by capture time (retention), key or id, in one transaction."""
     import time as _time
 
-    from cmft.search.index import IndexFormatError
+    from cmft.search.gallery import IndexFormatError
 
     if before is not None and older_than_days is not None:
         _fail("give --before or --older-than-days, not both")
@@ -191,7 +191,7 @@ def prune_cmd(
 
 def _resolve_query(index: Any, query: str) -> int:
     """An entry id from a key, an id, or a unique key suffix (``0011/ir/D1/1.jpg``)."""
-    from cmft.search.index import IndexFormatError
+    from cmft.search.gallery import IndexFormatError
 
     hit = index.find(query)
     if hit is not None:
@@ -221,14 +221,13 @@ def search_cmd(
     modality: Annotated[Optional[str], typer.Option(help="search rgb, ir or any; default: the modality the query is not in (cross-modal)")] = None,
     camera: Annotated[Optional[list[int]], typer.Option(help="keep only these cameras (repeat the option for several)")] = None,
     since: Annotated[Optional[str], typer.Option(help="only tracklets captured at or after this time (ISO 8601)")] = None,
-    until: Annotated[Optional[str], typer.Option(help="only tracklets captured at or before this time (ISO 8601)")] = None,
+    until: Annotated[Optional[str], typer.Option(help="only tracklets captured at or before this time (ISO 8601); a date alone (2026-11-30) means the end of that day, so the day is included")] = None,
     exclude_same_camera_pid: Annotated[bool, typer.Option(help="leave out gallery entries of the query's identity seen by the query's camera (the HITSZ-VCM evaluation rule; needs an indexed query with a known identity)")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda: where --query-dir is embedded")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print the results as a JSON list")] = False,
 ) -> None:
     """Rank an index's tracklets against a query (cosine similarity, best first) with modality / camera filters."""
-    from cmft.search.index import IndexFormatError
-    from cmft.search.store import parse_time
+    from cmft.search.gallery import IndexFormatError, time_range
 
     if (query is None) == (query_dir is None):
         _fail("give exactly one of --query (an indexed tracklet) or --query-dir (a folder of frames)")
@@ -236,11 +235,10 @@ def search_cmd(
         _fail(f"--modality must be rgb, ir or any, got {modality!r}")
     if top_k < 1:
         _fail(f"--top-k must be at least 1, got {top_k}")
-    for name, value in (("--since", since), ("--until", until)):
-        try:
-            parse_time(value, name)
-        except IndexFormatError as e:
-            _fail(str(e))
+    try:
+        time_range(since, until)
+    except IndexFormatError as e:
+        _fail(str(e).replace("since:", "--since:").replace("until:", "--until:"))
     index = _open_for_reading(index_dir)
     exclude: list[int] = []
     if query is not None:

@@ -28,7 +28,7 @@ def serve(
         import uvicorn
     except ImportError as e:
         _fail(f"cmft serve needs the serve extra (pip install 'cmft[serve]'): {e}")
-    from cmft.search.index import IndexFormatError
+    from cmft.search.gallery import IndexFormatError
 
     if not 0 < port < 65536:
         _fail(f"--port must be between 1 and 65535, got {port}")

@@ -1,4 +1,5 @@
-"""A gallery of tracklet embeddings on disk, searchable by cosine with modality / camera filters.
+"""The old gallery format (``cmft-gallery-index/1``, read to migrate it) and an exact in-memory FAISS index: tracklet
+embeddings searchable by cosine with modality / camera filters.
 
 An index folder holds three files, written atomically and read without pickle:
 
@@ -22,21 +23,15 @@ from typing import Any
 import numpy as np
 
 from cmft.atomic import write_atomic
+from cmft.search.gallery import IndexFormatError, check_entry, check_filters, is_int, normalise
 
 FORMAT = "cmft-gallery-index/1"
 EMBEDDINGS, ENTRIES, INDEX = "embeddings.npy", "entries.json", "index.json"
 KINDS = ("flat", "hnsw")
-MODALITIES = ("rgb", "ir")
 HNSW_M = 32  # graph degree of the approximate index
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 64  # raised to k when k is larger
 EXACT_BELOW = 2048  # a filtered candidate set smaller than this is searched exactly even by an HNSW index
-
-
-class IndexFormatError(ValueError):
-    """A missing or malformed index folder, an embedding of the wrong width, a bad entry or a bad filter value.
-
-    The message names the file (or the entry key / argument) and the problem."""
 
 
 def _check_kind(kind: str) -> str:
@@ -45,85 +40,11 @@ def _check_kind(kind: str) -> str:
     return kind
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _check_entry(e: Any, where: str) -> dict:
-    """A validated, JSON-clean copy of one entry dict (``id`` is never stored)."""
-    if not isinstance(e, dict):
-        raise IndexFormatError(f"{where}: an entry must be a JSON object, got {type(e).__name__}")
-    e = {k: v for k, v in e.items() if k != "id"}
-    key = e.get("key")
-    if not isinstance(key, str) or not key:
-        raise IndexFormatError(f"{where}: 'key' must be a non-empty string, got {key!r}")
-    where = f"{where} (key {key!r})"
-    problems = []
-    if not _is_int(e.get("camera")):
-        problems.append(f"'camera' must be an integer, got {e.get('camera')!r}")
-    if e.get("modality") not in MODALITIES:
-        problems.append(f"'modality' must be 'rgb' or 'ir', got {e.get('modality')!r}")
-    if e.get("pid") is not None and not _is_int(e.get("pid")):
-        problems.append(f"'pid' must be an integer or null, got {e.get('pid')!r}")
-    for name in ("time", "thumbnail"):
-        if e.get(name) is not None and not isinstance(e.get(name), str):
-            problems.append(f"{name!r} must be a string or null, got {e.get(name)!r}")
-    if not isinstance(e.get("source"), str):
-        problems.append(f"'source' must be a string, got {e.get('source')!r}")
-    frames = e.get("frames")
-    if not isinstance(frames, list) or not all(isinstance(f, str) for f in frames):
-        problems.append("'frames' must be a list of strings")
-    if problems:
-        raise IndexFormatError(f"{where}: " + "; ".join(problems))
-    e["camera"] = int(e["camera"])
-    e.setdefault("pid", None)
-    e.setdefault("time", None)
-    e.setdefault("thumbnail", None)
-    if e["pid"] is not None:
-        e["pid"] = int(e["pid"])
-    try:
-        return json.loads(json.dumps(e, allow_nan=False))
-    except (TypeError, ValueError) as err:
-        raise IndexFormatError(f"{where}: not JSON-serialisable ({err})") from None
-
-
-def check_filters(modality: str | None, cameras: Sequence[int] | None, exclude: Sequence[int] | None) -> None:
-    """Refuse a malformed search filter (the same rules for every gallery: this index, the store, Milvus)."""
-    if modality is not None and modality not in MODALITIES:
-        raise IndexFormatError(f"modality filter must be 'rgb' or 'ir', got {modality!r}")
-    if cameras is not None and (isinstance(cameras, (str, bytes)) or not all(_is_int(c) for c in cameras)):
-        raise IndexFormatError(f"cameras filter must be a list of integers, got {cameras!r}")
-    if exclude is not None and (isinstance(exclude, (str, bytes)) or not all(_is_int(i) for i in exclude)):
-        raise IndexFormatError(f"exclude must be a list of entry ids, got {exclude!r}")
-
-
-def _normalise(x: np.ndarray, dim: int, what: str) -> np.ndarray:
-    """``[N, dim]`` float32 rows of unit length (a 1-D vector is one row); refuses NaN, inf and zero rows."""
-    x = np.asarray(x)
-    if x.ndim == 1:
-        x = x[None]
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise IndexFormatError(f"{what}: expected shape [N, {dim}] (the index's dim), got {list(x.shape)}")
-    if x.dtype.kind not in "fiu":
-        raise IndexFormatError(f"{what}: expected a float array, got dtype {x.dtype}")
-    x = x.astype(np.float32, copy=True)
-    if not np.isfinite(x.sum(axis=1)).all() and not np.isfinite(x).all():  # a cheap row-sum check first
-        raise IndexFormatError(f"{what}: contains NaN or infinite values")
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64)).astype(np.float32)
-    if (norms == 0).any():
-        raise IndexFormatError(f"{what}: row(s) {np.flatnonzero(norms == 0)[:5].tolist()} are all zeros")
-    if not np.isfinite(norms).all():
-        raise IndexFormatError(f"{what}: contains NaN or infinite values")
-    # rows already of unit length (the extractor's output) are kept bit for bit
-    x /= np.where(np.abs(norms - 1) > 1e-6, norms, np.float32(1))[:, None]  # x / 1 == x exactly
-    return x
-
-
 class GalleryIndex:
     """Embeddings of tracklets with their entries; ids are 0..N-1 in insertion order."""
 
     def __init__(self, dim: int, kind: str = "flat", meta: dict | None = None) -> None:
-        if not _is_int(dim) or dim < 1:
+        if not is_int(dim) or dim < 1:
             raise IndexFormatError(f"dim must be a positive integer, got {dim!r}")
         self.dim = int(dim)
         self.kind = _check_kind(kind)
@@ -152,7 +73,7 @@ class GalleryIndex:
         if head.get("format") != FORMAT:
             raise IndexFormatError(f"{head_path}: format {head.get('format')!r} is not {FORMAT!r}")
         dim, count, kind = head.get("dim"), head.get("count"), head.get("kind")
-        if not _is_int(dim) or dim < 1 or not _is_int(count) or count < 0:
+        if not is_int(dim) or dim < 1 or not is_int(count) or count < 0:
             raise IndexFormatError(f"{head_path}: 'dim' and 'count' must be non-negative integers, got {dim!r}, {count!r}")
         if kind not in KINDS:
             raise IndexFormatError(f"{head_path}: unknown kind {kind!r} (expected one of {KINDS})")
@@ -179,7 +100,7 @@ class GalleryIndex:
         entries = _read_json(entries_path, list)
         if len(entries) != count:
             raise IndexFormatError(f"{entries_path}: {len(entries)} entries, but {INDEX} says {count}")
-        checked = [_check_entry(e, f"{entries_path}: entry {i}") for i, e in enumerate(entries)]
+        checked = [check_entry(e, f"{entries_path}: entry {i}") for i, e in enumerate(entries)]
         keys: dict[str, int] = {}
         for i, e in enumerate(checked):
             if e["key"] in keys:
@@ -203,10 +124,10 @@ class GalleryIndex:
     def add(self, embeddings: np.ndarray, entries: list[dict]) -> list[int]:
         """Append ``[N, dim]`` embeddings (re-normalised) and their entries; returns the new ids. A key already in
         the index (or twice in ``entries``) is an error and nothing is added."""
-        emb = _normalise(embeddings, self.dim, "embeddings")
+        emb = normalise(embeddings, self.dim, "embeddings")
         if len(entries) != len(emb):
             raise IndexFormatError(f"add: {len(emb)} embeddings but {len(entries)} entries")
-        checked = [_check_entry(e, f"add: entry {i}") for i, e in enumerate(entries)]
+        checked = [check_entry(e, f"add: entry {i}") for i, e in enumerate(entries)]
         seen: set[str] = set()
         for e in checked:
             if e["key"] in self._keys or e["key"] in seen:
@@ -230,7 +151,7 @@ class GalleryIndex:
         return len(self._entries)
 
     def _check_id(self, id: Any) -> int:
-        if not _is_int(id) or not 0 <= id < len(self):
+        if not is_int(id) or not 0 <= id < len(self):
             raise IndexFormatError(f"no entry with id {id!r} (the index holds ids 0..{len(self) - 1})")
         return int(id)
 
@@ -287,9 +208,9 @@ class GalleryIndex:
         """Per query, up to ``k`` ``(id, cosine)`` pairs, best first, among the entries that pass every filter
         (``modality``, ``cameras``: any of these, ``exclude``: ids left out). Filters are applied before the top-k
         is taken, so a query gets ``min(k, candidates)`` results; equal scores are ordered by lower id."""
-        if not _is_int(k) or k < 1:
+        if not is_int(k) or k < 1:
             raise IndexFormatError(f"k must be a positive integer, got {k!r}")
-        q = _normalise(queries, self.dim, "queries")
+        q = normalise(queries, self.dim, "queries")
         cand = self._candidates(modality, cameras, exclude)
         n_cand = len(self) if cand is None else len(cand)
         if n_cand == 0 or len(q) == 0:

@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cmft.search.index import INDEX, IndexFormatError
-from cmft.search.milvus import is_milvus
+from cmft.search.gallery import IndexFormatError, is_milvus
+from cmft.search.legacy import old_format
 from cmft.search.store import GalleryStore, is_store, open_store
 
 Progress = Callable[[int, int], None]
@@ -69,14 +69,15 @@ def check_model(index: Any, mine: dict, where: Any) -> None:
 
 
 def needs_upgrade(folder: str | os.PathLike[str]) -> bool:
-    """True when ``folder`` is an index folder of the old format (``cmft-gallery-index/1``)."""
-    return not is_milvus(folder) and not is_store(folder) and (Path(folder) / INDEX).is_file()
+    """True when ``folder`` is a gallery folder of an old format (``cmft-gallery-index/1`` or ``cmft-gallery-store/2``)."""
+    return not is_milvus(folder) and "://" not in str(folder) and old_format(Path(folder)) is not None
 
 
 def open_index(folder: str | os.PathLike[str], extractor: Any, kind: str = "flat", meta: dict | None = None) -> Any:
-    """The gallery at ``folder`` (a store folder, or a Milvus URI / Milvus Lite ``*.db`` file) if there is one (an
-    old index folder is converted; checked against the extractor), else a new empty one. ``kind``: "flat" (exact)
-    or "ivf" (approximate; "hnsw" is the old name)."""
+    """The gallery at ``folder`` (a store folder or URI, or a Milvus URI / Milvus Lite ``*.db`` file) if there is one
+    (an old-format folder is migrated), else a new empty one; checked against the extractor either way (another
+    process may have created it a moment before). ``kind``: "flat" (exact) or "ivf" (approximate; "hnsw" is the old
+    name)."""
     kind = "ivf" if kind == "hnsw" else kind
     mine = extractor_meta(extractor, **(meta or {}))
     if is_milvus(folder):
@@ -86,14 +87,15 @@ def open_index(folder: str | os.PathLike[str], extractor: Any, kind: str = "flat
         if not gallery.dim:
             return MilvusGallery.create(str(folder), mine["dim"], kind, meta=mine)
         where: Any = folder
-    else:
-        folder = Path(folder)
-        if not is_store(folder) and not (folder / INDEX).is_file():
-            if folder.is_dir() and any(not p.name.startswith(".store.sqlite") for p in folder.iterdir()):  # (a killed create's temp)
-                raise IndexFormatError(f"{folder}: not empty and not a gallery index; choose another --out")
-            return GalleryStore.create(folder, mine["dim"], kind, meta=mine)
+    elif "://" in str(folder) or is_store(folder) or needs_upgrade(folder):
         gallery = open_store(folder)
-        where = gallery.path / "store.sqlite"
+        where = gallery._label
+    else:
+        path = Path(folder)
+        if path.is_dir() and any(path.iterdir()):
+            raise IndexFormatError(f"{folder}: not empty and not a gallery store; choose another --store")
+        gallery = GalleryStore.create(path, mine["dim"], kind, meta=mine, exist_ok=True)
+        where = gallery._label
     try:
         check_model(gallery, mine, where)
         if gallery.kind != kind:
@@ -126,17 +128,20 @@ def _write_thumbnail(frame: str, dest: Path) -> None:
 def index_tracklets(extractor: Any, items: Sequence[dict], store: Any, progress: Progress | None = None,
                     commit_every: int = 256) -> list[int]:
     """Embed ``items`` (entry dicts whose ``frames`` are the tracklet's image paths) and add them to ``store`` in
-    order, ``commit_every`` tracklets per transaction, each with ``thumbs/<id>.jpg`` (the middle frame, 128 px
-    high). Items of one modality are embedded together in batches of ``extractor.batch_size``. Returns the new ids.
-    A key already indexed (or repeated) is an error, raised before any work."""
+    order, ``commit_every`` tracklets per commit, each with a thumbnail ``thumbs/<id>-<random>.jpg`` (the middle
+    frame, 128 px high; a unique name, so a thumbnail is never shared by a deleted entry and its re-added key).
+    Items of one modality are embedded together in batches of ``extractor.batch_size``. Returns the new ids.
+
+    A key repeated in ``items`` is an error raised before any work. Keys already in the store are skipped, looked up
+    again before each batch: another ``cmft index`` into the same store may be adding the same tracklets."""
     import numpy as np
 
-    folder = store.path
+    folder = Path(store.path)
     seen: set[str] = set()
     for it in items:
         key = it.get("key")
-        if store.find(key) is not None or key in seen:
-            raise IndexFormatError(f"{folder}: key {key!r} is already indexed; nothing was added")
+        if key in seen:
+            raise IndexFormatError(f"{folder}: key {key!r} appears twice; nothing was added")
         if it.get("modality") not in ("rgb", "ir"):
             raise IndexFormatError(f"key {key!r}: modality must be 'rgb' or 'ir', got {it.get('modality')!r}")
         if not it.get("frames"):
@@ -145,15 +150,18 @@ def index_tracklets(extractor: Any, items: Sequence[dict], store: Any, progress:
     (folder / THUMBS).mkdir(parents=True, exist_ok=True)
     step = max(1, int(getattr(extractor, "batch_size", 32)))
 
-    def thumbnails(ids: list[int], entries: list[dict]) -> None:  # under the writer lock, before the commit
+    def thumbnails(ids: list[int], entries: list[dict]) -> None:  # before the commit
         for i, e in zip(ids, entries):
-            e["thumbnail"] = f"{THUMBS}/{i}.jpg"
+            e["thumbnail"] = f"{THUMBS}/{i}-{os.urandom(4).hex()}.jpg"
             _write_thumbnail(e["frames"][len(e["frames"]) // 2], folder / e["thumbnail"])
 
     ids: list[int] = []
     done = 0
     for first in range(0, len(items), commit_every):
-        part = items[first:first + commit_every]
+        batch = items[first:first + commit_every]
+        present = store.find_keys([it["key"] for it in batch])
+        part = [it for it in batch if it["key"] not in present]
+        done += len(batch) - len(part)
         emb = np.zeros((len(part), store.dim), np.float32)
         for modality in ("ir", "rgb"):
             rows = [i for i, it in enumerate(part) if it["modality"] == modality]
@@ -169,7 +177,8 @@ def index_tracklets(extractor: Any, items: Sequence[dict], store: Any, progress:
             entries.append({"key": it["key"], "camera": it["camera"], "modality": it["modality"], "pid": it.get("pid"),
                             "time": it.get("time"), "source": str(it.get("source") or frames[0]), "frames": frames,
                             "thumbnail": None, **{k: v for k, v in it.items() if k not in _FIELDS}})
-        ids += store.add(emb, entries, hook=thumbnails)
+        if entries:
+            ids += store.add(emb, entries, hook=thumbnails, skip_existing=True)
     return ids
 
 
@@ -257,7 +266,7 @@ def index_dataset(extractor: Any, root: str | os.PathLike[str], folder: str | os
     appended to: keys already there are skipped). ``meta`` is recorded in a new store (e.g. ``{"checkpoint": path}``)."""
     _, items = dataset_items(root, dataset)
     store = open_index(folder, extractor, kind, meta)
-    index_tracklets(extractor, [it for it in items if store.find(it["key"]) is None], store, progress, commit_every)
+    index_tracklets(extractor, items, store, progress, commit_every)
     return store
 
 
@@ -283,7 +292,7 @@ def index_folders(extractor: Any, folders: Sequence[str | os.PathLike[str]], mod
                       "source": str(p), "frames": frame_paths(p), "dataset": "folders",
                       **({"captured": str(captured)} if captured is not None else {})})
     store = open_index(folder, extractor, kind, meta)
-    index_tracklets(extractor, [it for it in items if store.find(it["key"]) is None], store, progress, commit_every)
+    index_tracklets(extractor, items, store, progress, commit_every)
     return store
 
 

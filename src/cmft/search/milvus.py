@@ -20,8 +20,21 @@ from typing import Any
 
 import numpy as np
 
-from cmft.search.index import IndexFormatError, _check_entry, _is_int, _normalise, check_filters
-from cmft.search.store import STORE_KINDS, Hook, capture_time, parse_time
+from cmft.search.gallery import (
+    Hook,
+    IndexFormatError,
+    capture_time,
+    check_entry,
+    check_filters,
+    check_k,
+    check_kind,
+    is_int,
+    is_milvus,
+    normalise,
+    open_gallery,
+    parse_time,
+    time_range,
+)
 
 COLLECTION = "cmft_gallery"
 NO_TIME = -1.0e18  # Milvus has no NULL in a filtered scalar field: entries without a capture time hold this
@@ -29,24 +42,6 @@ NO_PID = -(1 << 62)
 NLIST = 1024  # IVF lists of an approximate collection
 NPROBE = 96
 KEY_LEN = 4096
-
-
-def open_gallery(spec: str | os.PathLike[str], readonly: bool = False) -> Any:
-    """The gallery at ``spec``: a Milvus URI or Milvus Lite file (:class:`MilvusGallery`), else a store folder
-    (:func:`~cmft.search.store.open_store`, which converts an old index folder unless ``readonly``)."""
-    if is_milvus(spec):
-        gallery = MilvusGallery(str(spec), readonly=readonly)
-        gallery._exists()
-        return gallery
-    from cmft.search.store import open_store
-
-    return open_store(spec, readonly=readonly)
-
-
-def is_milvus(spec: str | os.PathLike[str]) -> bool:
-    """True for a Milvus server URI (``http://``, ``https://``, ``milvus://``) or a Milvus Lite file (``*.db``)."""
-    text = str(spec)
-    return text.startswith(("http://", "https://", "milvus://", "tcp://")) or text.endswith(".db")
 
 
 def key_id(key: str) -> int:
@@ -90,9 +85,7 @@ class MilvusGallery:
         """A new empty collection (``kind`` "flat": exact FLAT index; "ivf": IVF_FLAT, nprobe ``NPROBE``)."""
         from pymilvus import DataType
 
-        kind = "ivf" if kind == "hnsw" else kind
-        if kind not in STORE_KINDS:
-            raise IndexFormatError(f"unknown index kind {kind!r}; choose 'flat' (exact) or 'ivf' (approximate)")
+        kind = check_kind(kind)
         g = cls(uri, collection=collection)
         if g.client.has_collection(collection):
             raise IndexFormatError(f"{uri}: already holds a gallery collection {collection!r}")
@@ -141,6 +134,10 @@ class MilvusGallery:
         """Milvus serves what is committed; nothing to reload."""
         return False
 
+    def view(self) -> MilvusGallery:
+        """This gallery: Milvus has no client-side version to pin (each call sees what the server has committed)."""
+        return self
+
     def __len__(self) -> int:
         self._exists()
         got = self.client.query(self.collection, filter="id >= 0", output_fields=["count(*)"])
@@ -169,7 +166,7 @@ class MilvusGallery:
     def entry(self, id: int) -> dict:
         """The stored entry of ``id`` with ``"id"`` added."""
         self._exists()
-        got = self.client.get(self.collection, ids=[int(id)], output_fields=["id", "doc"]) if _is_int(id) else []
+        got = self.client.get(self.collection, ids=[int(id)], output_fields=["id", "doc"]) if is_int(id) else []
         if not got:
             raise IndexFormatError(f"no entry with id {id!r} in the gallery")
         return self._entry(got[0])
@@ -212,6 +209,13 @@ class MilvusGallery:
         got = self.client.get(self.collection, ids=[key_id(key)], output_fields=["id", "key"])
         return int(got[0]["id"]) if got and got[0]["key"] == key else None
 
+    def find_keys(self, keys: Sequence[str]) -> dict[str, int]:
+        """``{key: id}`` of the given keys that are in the gallery."""
+        self._exists()
+        by_id = {key_id(k): k for k in keys}
+        got = self.client.get(self.collection, ids=list(by_id), output_fields=["id", "key"]) if by_id else []
+        return {r["key"]: int(r["id"]) for r in got if by_id.get(int(r["id"])) == r["key"]}
+
     def find_suffix(self, tail: str, limit: int = 4) -> list[int]:
         esc = tail.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return sorted(int(r["id"]) for r in self._rows(f"key like {_quote('%' + esc)}", ["id"]))[:limit]
@@ -221,7 +225,7 @@ class MilvusGallery:
 
     def embedding(self, id: int) -> np.ndarray:
         self._exists()
-        got = self.client.get(self.collection, ids=[int(id)], output_fields=["vector"]) if _is_int(id) else []
+        got = self.client.get(self.collection, ids=[int(id)], output_fields=["vector"]) if is_int(id) else []
         if not got:
             raise IndexFormatError(f"no entry with id {id!r} in the gallery")
         return np.asarray(got[0]["vector"], np.float32)
@@ -235,7 +239,7 @@ class MilvusGallery:
             parts.append(f"rgb == {'true' if modality == 'rgb' else 'false'}")
         if cameras is not None:
             parts.append(f"camera in [{', '.join(str(int(c)) for c in cameras)}]")
-        lo, hi = parse_time(since, "since"), parse_time(until, "until")
+        lo, hi = time_range(since, until)
         if lo is not None:
             parts.append(f"t >= {lo!r}")
         if hi is not None:
@@ -249,9 +253,8 @@ class MilvusGallery:
                exact: bool = False) -> list[list[tuple[int, float]]]:
         """As :meth:`GalleryStore.search`, with the filter pushed down to Milvus; equal scores go to the lower id
         among the results Milvus returns."""
-        if not _is_int(k) or k < 1:
-            raise IndexFormatError(f"k must be a positive integer, got {k!r}")
-        q = _normalise(queries, self.dim, "queries")
+        k = check_k(k)
+        q = normalise(queries, self.dim, "queries")
         expr = self._filter(modality, cameras, exclude, since, until)
         if len(q) == 0:
             return []
@@ -272,14 +275,15 @@ class MilvusGallery:
             raise IndexFormatError(f"{self.uri}: opened read-only")
         self._exists()
 
-    def add(self, embeddings: np.ndarray, entries: list[dict], hook: Hook | None = None) -> list[int]:
+    def add(self, embeddings: np.ndarray, entries: list[dict], hook: Hook | None = None,
+            skip_existing: bool = False) -> list[int]:
         """Upsert ``[N, dim]`` embeddings (re-normalised) and their entries; returns their ids (from the keys).
         A key already in the gallery (or twice here) is an error and nothing is added."""
         self._check_writable()
-        emb = _normalise(embeddings, self.dim, "embeddings")
+        emb = normalise(embeddings, self.dim, "embeddings")
         if len(entries) != len(emb):
             raise IndexFormatError(f"add: {len(emb)} embeddings but {len(entries)} entries")
-        checked = [_check_entry(e, f"add: entry {i}") for i, e in enumerate(entries)]
+        checked = [check_entry(e, f"add: entry {i}") for i, e in enumerate(entries)]
         for e in checked:
             if len(e["key"].encode("utf-8")) > KEY_LEN:
                 raise IndexFormatError(f"add: key {e['key'][:60]!r}... is longer than {KEY_LEN} bytes")
@@ -288,8 +292,12 @@ class MilvusGallery:
         if len(set(ids)) != len(ids):
             raise IndexFormatError("add: a key appears twice in this add; nothing was added")
         present = self.client.get(self.collection, ids=ids, output_fields=["id", "key"]) if ids else []
-        if present:
+        if present and not skip_existing:
             raise IndexFormatError(f"add: key {present[0]['key']!r} is already in the gallery; nothing was added")
+        if present:
+            have = {int(r["id"]) for r in present}
+            keep = [j for j, i in enumerate(ids) if i not in have]
+            emb, checked, times, ids = emb[keep], [checked[j] for j in keep], [times[j] for j in keep], [ids[j] for j in keep]
         if hook is not None:
             hook(ids, checked)
         rows = [{"id": i, "key": e["key"], "camera": e["camera"], "rgb": e["modality"] == "rgb",
