@@ -102,12 +102,15 @@ def run(index: Path, clients: int, seconds: float, seed: int = 0) -> dict[str, A
                     raise RuntimeError(f"cmft serve did not start: {server.stderr.read().decode()[-2000:]}") from None
                 time.sleep(0.2)
         n = health["entries"]
+        from cmft.search.store import GalleryStore
+
+        ids = sorted(e["id"] for e in GalleryStore(index, readonly=True).entries())  # ids come from keys
         buf = io.BytesIO()
         Image.fromarray(np.random.default_rng(seed).integers(0, 255, (64, 32, 3), dtype=np.uint8)).save(buf, format="PNG")
         frame = buf.getvalue()
         with httpx.Client(base_url=base, timeout=60) as c:  # warm-up: the extractor loads on the first upload
             c.post("/search/upload", files=[("frames", ("a.png", frame, "image/png"))], data={"modality": "ir"})
-            c.post("/search", json={"id": 0, "k": 10})
+            c.post("/search", json={"id": ids[0], "k": 10})
         rss_before = _rss(server.pid)
         lat: dict[str, list[float]] = defaultdict(list)
         errors: dict[str, int] = defaultdict(int)
@@ -122,7 +125,7 @@ def run(index: Path, clients: int, seconds: float, seed: int = 0) -> dict[str, A
                     pick = rng.random()
                     t0 = time.perf_counter()
                     if pick < 0.45:
-                        name, r = "/search", c.post("/search", json={"id": rng.randrange(n), "k": 10,
+                        name, r = "/search", c.post("/search", json={"id": rng.choice(ids), "k": 10,
                                                                       **({"cameras": [1, 2]} if rng.random() < 0.3 else {})})
                     elif pick < 0.60:
                         name, r = "/search/upload", c.post("/search/upload", data={"modality": rng.choice(["ir", "rgb"]), "k": "10"},
@@ -131,10 +134,10 @@ def run(index: Path, clients: int, seconds: float, seed: int = 0) -> dict[str, A
                         name, r = "/tracklets", c.get("/tracklets", params={"offset": rng.randrange(n), "limit": 50,
                                                                             "modality": rng.choice(["ir", "rgb"])})
                     elif pick < 0.97:
-                        name, r = "/tracklets/{id}/thumbnail", c.get(f"/tracklets/{rng.randrange(n)}/thumbnail")
+                        name, r = "/tracklets/{id}/thumbnail", c.get(f"/tracklets/{rng.choice(ids)}/thumbnail")
                     else:  # deliberate bad requests: an unknown id, a text file as a frame
                         if rng.random() < 0.5:
-                            name, r, want = "bad: unknown id", c.post("/search", json={"id": n + 5}), 404
+                            name, r, want = "bad: unknown id", c.post("/search", json={"id": n + 5}), 404  # ids of a store are >= 2^52
                         else:
                             name, r, want = "bad: text upload", c.post("/search/upload", data={"modality": "ir"},
                                                                       files=[("frames", ("x.txt", b"hello", "text/plain"))]), 415

@@ -306,24 +306,33 @@ def test_query_dir_embeds_like_the_index(built: Path, synth: Path, tiny_checkpoi
     assert r.exit_code == 0 and "score" in r.output and r.output.count("rgb") >= 3
 
 
+def _in_order(store, synth: Path) -> list[dict]:
+    """The store's entries in the order `cmft index` added them (the dataset's order): ids come from keys."""
+    from cmft.search.indexing import dataset_items
+
+    return [store.entry(store.find(it["key"])) for it in dataset_items(synth)[1]]
+
+
 def test_index_contents_thumbnails_and_incremental_add(built: Path, synth: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     idx = open_store(built)
     assert idx.meta["checkpoint"] == str(tiny_checkpoint.resolve()) and idx.meta["seq_len"] == 3 and idx.kind == "flat"
-    e = idx.entry(0)
+    ents = _in_order(idx, synth)
+    assert all(1 << 52 <= e["id"] < 1 << 53 for e in ents)  # ids from keys, exact in JSON and JavaScript
+    e = ents[0]
     assert e["key"] == e["source"] == e["frames"][0] and Path(e["key"]).is_file() and e["pid"] is not None
     with Image.open(built / e["thumbnail"]) as im:
         assert im.format == "JPEG" and im.height == 128
     assert len(list((built / "thumbs").glob("*.jpg"))) == len(idx) == 44
     out = tmp_path / "index"
     shutil.copytree(built, out)
-    before = {p.name: p.read_bytes() for p in out.glob("*.1.*")}  # the store's row files
+    before = open_store(out).version
     ck = ["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--device", "cpu"]
-    r = runner.invoke(app, ["index", str(synth), *ck])  # the same dataset again: nothing new
+    r = runner.invoke(app, ["index", str(synth), *ck])  # the same dataset again: nothing new, no commit
     assert r.exit_code == 0 and "44 entries" in r.output and "0 new" in r.output
-    assert {p.name: p.read_bytes() for p in out.glob("*.1.*")} == before
+    assert open_store(out).version == before
     # plain tracklet folders: a second run appends only the folders not yet indexed
     folders = []
-    for name, src in (("a", idx.entry(0)), ("b", idx.entry(30)), ("c", idx.entry(40))):
+    for name, src in (("a", ents[0]), ("b", ents[30]), ("c", ents[40])):
         folders.append(tmp_path / "plain" / name)
         folders[-1].mkdir(parents=True)
         for n, f in enumerate(src["frames"], 1):
@@ -333,12 +342,12 @@ def test_index_contents_thumbnails_and_incremental_add(built: Path, synth: Path,
     r = runner.invoke(app, ["index", str(folders[1]), str(folders[2]), "--modality", "ir", "--camera", "7", *ck])
     assert r.exit_code == 0 and "47 entries" in r.output and "1 new" in r.output, r.output
     grown = open_store(out)
-    assert [grown.entry(i)["key"] for i in (44, 45, 46)] == [str(f.resolve()) for f in folders]
-    assert {grown.entry(i)["camera"] for i in (44, 45, 46)} == {7} and grown.entry(46)["pid"] is None
-    assert np.array_equal(np.stack([grown.embedding(i) for i in range(44)]), np.stack([idx.embedding(i) for i in range(44)]))
-    assert np.allclose(grown.embedding(44), idx.embedding(0), atol=1e-5)  # the same frames embed the same
-    hits = _search(out, "--query", "44", "--modality", "ir", "--camera", "1", "--camera", "2", "--camera", "3", "--top-k", "1")
-    assert hits[0]["id"] == 0 and hits[0]["score"] > 0.9999
+    new = [grown.find(str(f.resolve())) for f in folders]
+    assert None not in new and {grown.entry(i)["camera"] for i in new} == {7} and grown.entry(new[2])["pid"] is None
+    assert all(np.array_equal(grown.embedding(e["id"]), idx.embedding(e["id"])) for e in ents)
+    assert np.allclose(grown.embedding(new[0]), idx.embedding(ents[0]["id"]), atol=1e-5)  # the same frames embed the same
+    hits = _search(out, "--query", str(new[0]), "--modality", ents[0]["modality"], "--camera", str(ents[0]["camera"]), "--top-k", "1")
+    assert hits[0]["id"] == ents[0]["id"] and hits[0]["score"] > 0.9999
 
 
 def test_command_line_errors(built: Path, synth: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -355,8 +364,9 @@ def test_command_line_errors(built: Path, synth: Path, tiny_checkpoint: Path, tm
     assert "--query-modality" in fails("search", str(built), "--query-dir", str(synth))
     broken = tmp_path / "broken"
     shutil.copytree(built, broken)
-    (broken / "store.sqlite").write_bytes(b"not a database" * 100)
-    assert "store.sqlite: not a readable gallery store" in fails("search", str(broken), "--query", "0")
+    for manifest in (broken / "gallery.lance" / "_versions").iterdir():
+        manifest.write_bytes(b"not a manifest" * 100)
+    assert "gallery.lance: cannot read the gallery store" in fails("search", str(broken), "--query", "0")
     # another model: refused when extending the index and when embedding a query folder
     other = tmp_path / "other.pt"
     ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
@@ -366,9 +376,9 @@ def test_command_line_errors(built: Path, synth: Path, tiny_checkpoint: Path, tm
     copy = tmp_path / "copy"
     shutil.copytree(built, copy)
     msg = fails("index", str(synth), "--checkpoint", str(other), "--out", str(copy), "--device", "cpu")
-    assert "store.sqlite: built with another model" in msg
+    assert "gallery.lance: built with another model" in msg
     assert len(open_store(copy)) == 44
-    one = open_store(built).entry(0)["source"]
+    one = _in_order(open_store(built), synth)[0]["source"]
     assert "built with another model" in fails("search", str(built), "--query-dir", str(Path(one).parent), "--query-modality",
                                                "ir", "--checkpoint", str(other), "--device", "cpu")
     # an index of another width; an approximate run on an exact index; folders that are no dataset
@@ -379,7 +389,7 @@ def test_command_line_errors(built: Path, synth: Path, tiny_checkpoint: Path, tm
     assert "both --modality and --camera" in fails("index", str(synth), *ck, "--out", str(tmp_path / "x"), "--modality", "ir")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    assert "not a gallery index" in fails("index", str(synth), *ck, "--out", str(tmp_path / "busy"))
+    assert "not a gallery store" in fails("index", str(synth), *ck, "--out", str(tmp_path / "busy"))
 
 
 def test_track_export_entries_carry_the_video_time(tiny_checkpoint: Path, tmp_path: Path) -> None:

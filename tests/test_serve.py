@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import sqlite3
 import socket
 import tempfile
 import threading
@@ -42,6 +41,14 @@ def index_folder(tiny_checkpoint: Path, vcm4: Path, tmp_path_factory: pytest.Tem
 @pytest.fixture(scope="module")
 def index(index_folder: Path) -> GalleryStore:
     return open_store(index_folder, readonly=True)
+
+
+@pytest.fixture(scope="module")
+def ids(index: GalleryStore, vcm4: Path) -> list[int]:
+    """The entries' ids in the order `cmft index` added them (vcm4's infrared tracklets first): ids come from keys."""
+    from cmft.search.indexing import dataset_items
+
+    return [index.find(it["key"]) for it in dataset_items(vcm4)[1]]
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +99,12 @@ def test_health(client: TestClient, index: GalleryStore) -> None:
     assert "default-src 'self'" in r.headers["content-security-policy"]
 
 
-def test_list_and_filter(client: TestClient, index: GalleryStore) -> None:
+def test_list_and_filter(client: TestClient, index: GalleryStore, ids: list[int]) -> None:
     page = client.get("/tracklets").json()
-    assert page["total"] == 9 and [e["id"] for e in page["items"]] == list(range(9))
+    assert page["total"] == 9 and [e["id"] for e in page["items"]] == sorted(ids)
     first = page["items"][0]
-    assert "frames" not in first and first["n_frames"] == len(index.entry(0)["frames"])
-    assert first["thumbnail_url"] == "/tracklets/0/thumbnail"
+    assert "frames" not in first and first["n_frames"] == len(index.entry(first["id"])["frames"])
+    assert first["thumbnail_url"] == f"/tracklets/{first['id']}/thumbnail"
     ir = client.get("/tracklets", params={"modality": "ir"}).json()
     assert ir["total"] == 3 and {e["modality"] for e in ir["items"]} == {"ir"}
     cam2 = client.get("/tracklets", params={"camera": 2}).json()
@@ -105,18 +112,18 @@ def test_list_and_filter(client: TestClient, index: GalleryStore) -> None:
     both = client.get("/tracklets", params={"modality": "rgb", "camera": 1}).json()
     assert both["total"] == 3 and all(e["modality"] == "rgb" and e["camera"] == 1 for e in both["items"])
     paged = client.get("/tracklets", params={"offset": 4, "limit": 3}).json()
-    assert [e["id"] for e in paged["items"]] == [4, 5, 6] and paged["total"] == 9
+    assert [e["id"] for e in paged["items"]] == sorted(ids)[4:7] and paged["total"] == 9
     assert client.get("/tracklets", params={"pid": 12}).json()["total"] == 3
     assert_clear_error(client.get("/tracklets", params={"limit": 0}), 422, "limit")
     assert_clear_error(client.get("/tracklets", params={"modality": "thermal"}), 422, "modality")
 
 
-def test_entry_and_thumbnail(client: TestClient, index: GalleryStore, index_folder: Path) -> None:
-    e = client.get("/tracklets/4").json()
-    assert {k: v for k, v in e.items() if k not in ("n_frames", "thumbnail_url")} == index.entry(4)
-    r = client.get("/tracklets/4/thumbnail")
+def test_entry_and_thumbnail(client: TestClient, index: GalleryStore, index_folder: Path, ids: list[int]) -> None:
+    e = client.get(f"/tracklets/{ids[4]}").json()
+    assert {k: v for k, v in e.items() if k not in ("n_frames", "thumbnail_url")} == index.entry(ids[4])
+    r = client.get(f"/tracklets/{ids[4]}/thumbnail")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
-    assert r.content[:3] == b"\xff\xd8\xff" and r.content == (index_folder / "thumbs" / "4.jpg").read_bytes()
+    assert r.content[:3] == b"\xff\xd8\xff" and r.content == (index_folder / e["thumbnail"]).read_bytes()
     Image.open(io.BytesIO(r.content)).verify()
     assert_clear_error(client.get("/tracklets/99"), 404, "99")
     assert_clear_error(client.get("/tracklets/99/thumbnail"), 404, "99")
@@ -143,16 +150,16 @@ def test_search_by_id_equals_index_search(client: TestClient, index: GalleryStor
             assert x["match"] == (x["pid"] == q["pid"]) and x["key"] == index.entry(x["id"])["key"]
 
 
-def test_search_filters(client: TestClient, index: GalleryStore) -> None:
+def test_search_filters(client: TestClient, index: GalleryStore, ids: list[int]) -> None:
     rgb_query = next(e for e in index.entries() if e["modality"] == "rgb")
     body = client.post("/search", json={"id": rgb_query["id"], "k": 10}).json()
     assert body["modality"] == "ir" and len(body["results"]) == 3  # the other modality: all 3 infrared tracklets
-    same = client.post("/search", json={"id": 0, "k": 10, "modality": "ir"}).json()["results"]
-    assert len(same) == 2 and 0 not in [x["id"] for x in same]  # the query itself is never a result
-    cams = client.post("/search", json={"id": 0, "k": 10, "cameras": [1]}).json()["results"]
-    direct = index.search(index.embedding(0)[None], k=10, modality="rgb", cameras=[1], exclude=[0])[0]
+    same = client.post("/search", json={"id": ids[0], "k": 10, "modality": "ir"}).json()["results"]
+    assert len(same) == 2 and ids[0] not in [x["id"] for x in same]  # the query itself is never a result
+    cams = client.post("/search", json={"id": ids[0], "k": 10, "cameras": [1]}).json()["results"]
+    direct = index.search(index.embedding(ids[0])[None], k=10, modality="rgb", cameras=[1], exclude=[ids[0]])[0]
     assert [x["id"] for x in cams] == [i for i, _ in direct] and {x["camera"] for x in cams} == {1}
-    anym = client.post("/search", json={"id": 0, "k": 10, "modality": "any"}).json()
+    anym = client.post("/search", json={"id": ids[0], "k": 10, "modality": "any"}).json()
     assert anym["modality"] == "any" and len(anym["results"]) == 8 and {x["modality"] for x in anym["results"]} == {"rgb", "ir"}
 
 
@@ -167,13 +174,13 @@ def test_search_errors(client: TestClient) -> None:
 
 
 # -- upload search --------------------------------------------------------------------------------------------
-def test_upload_of_indexed_frames_equals_search_by_id(client: TestClient, index: GalleryStore) -> None:
-    q = index.entry(1)  # an infrared tracklet; its own JPEG frames embed to its stored embedding
+def test_upload_of_indexed_frames_equals_search_by_id(client: TestClient, index: GalleryStore, ids: list[int]) -> None:
+    q = index.entry(ids[1])  # an infrared tracklet; its own JPEG frames embed to its stored embedding
     frames = [(Path(p).name, Path(p).read_bytes(), "image/jpeg") for p in q["frames"]]
     r = upload(client, frames, modality="ir", k="5")
     assert r.status_code == 200, r.text
     got = r.json()
-    ref = client.post("/search", json={"id": 1, "k": 5}).json()
+    ref = client.post("/search", json={"id": ids[1], "k": 5}).json()
     assert got["query"]["modality"] == "ir" and got["query"]["id"] is None and got["query"]["n_frames"] == len(frames)
     assert [x["id"] for x in got["results"]] == [x["id"] for x in ref["results"]]
     assert np.allclose([x["score"] for x in got["results"]], [x["score"] for x in ref["results"]], atol=1e-5)
@@ -205,12 +212,12 @@ def test_upload_png_frames_equal_extractor_search(client: TestClient, index: Gal
     assert default["modality"] == "ir" and len(default["results"]) == 3  # default: the other modality, k=10 capped
 
 
-def test_extractor_loads_lazily(index_folder: Path) -> None:
+def test_extractor_loads_lazily(index_folder: Path, ids: list[int]) -> None:
     with TestClient(create_app(index_folder)) as c:
         assert c.get("/health").json()["extractor_loaded"] is False
-        assert c.post("/search", json={"id": 0}).status_code == 200
+        assert c.post("/search", json={"id": ids[0]}).status_code == 200
         assert c.get("/health").json()["extractor_loaded"] is False  # searching by id needs no model
-        frame = Path(c.get("/tracklets/0").json()["frames"][0])
+        frame = Path(c.get(f"/tracklets/{ids[0]}").json()["frames"][0])
         assert upload(c, [(frame.name, frame.read_bytes(), "image/jpeg")], modality="ir").status_code == 200
         assert c.get("/health").json()["extractor_loaded"] is True
 
@@ -250,15 +257,13 @@ def test_bad_uploads(client: TestClient, strict: TestClient) -> None:
     assert_clear_error(upload(strict, [("wide.png", wide, "image/png")], modality="ir"), 413, "wide.png", "pixel")
 
 
-def test_upload_without_checkpoint(index_folder: Path, tmp_path: Path) -> None:
+def test_upload_without_checkpoint(tiny_checkpoint: Path, vcm4: Path, tmp_path: Path) -> None:
     folder = tmp_path / "index"
-    shutil.copytree(index_folder, folder)
-    with sqlite3.connect(folder / "store.sqlite") as db:
-        db.execute("UPDATE info SET value = json_remove(value, '$.checkpoint') WHERE name = 'meta'")
+    store = index_dataset(Extractor(tiny_checkpoint, device="cpu"), vcm4, folder)  # records no checkpoint
     frame = ("a.png", noise_png(16, 8), "image/png")
     with TestClient(create_app(folder)) as c:
         assert c.get("/health").json()["uploads"] is False
-        assert c.post("/search", json={"id": 0}).status_code == 200
+        assert c.post("/search", json={"id": store.entries()[0]["id"]}).status_code == 200
         assert_clear_error(upload(c, [frame], modality="ir"), 503, "--checkpoint")
     with TestClient(create_app(folder, checkpoint=tmp_path / "missing.pt")) as c:
         assert_clear_error(upload(c, [frame], modality="ir"), 503, "missing.pt")
@@ -356,26 +361,39 @@ def test_path_traversal_over_the_wire(index_folder: Path) -> None:
             assert b"root:" not in reply and b"create_app" not in reply, target
 
 
-def test_crafted_thumbnail_entries_stay_in_thumbs(index_folder: Path, tmp_path: Path) -> None:
+def _tamper(folder: Path, id: int, **fields: object) -> None:  # noqa: A002
+    """Rewrite an entry's JSON (and its checksum) as a tampered store would hold it."""
+    import json as _json
+
+    from cmft.search.store import GalleryStore, _crc
+
+    st = GalleryStore(folder)
+    doc = {k: v for k, v in {**st.entry(id), **fields}.items() if k != "id"}
+    text = _json.dumps(doc)
+    st._tbl.update(where=f"id = {id}", values={"doc": text, "crc": _crc(st.embedding(id), text)})
+
+
+def test_crafted_thumbnail_entries_stay_in_thumbs(index_folder: Path, ids: list[int], tmp_path: Path) -> None:
     folder = tmp_path / "index"
     shutil.copytree(index_folder, folder)
+    store = GalleryStore(folder)
     secret = b"\xff\xd8\xff\xe0 SECRET"  # JPEG magic, so only the location check can refuse it
     (folder / "secret.jpg").write_bytes(secret)
     (tmp_path / "outside.jpg").write_bytes(secret)
     (folder / "thumbs" / "note.txt").write_bytes(secret)
-    (folder / "thumbs" / "3.jpg").unlink()
-    (folder / "thumbs" / "3.jpg").symlink_to(tmp_path / "outside.jpg")
+    linked = folder / store.entry(ids[3])["thumbnail"]
+    linked.unlink()
+    linked.symlink_to(tmp_path / "outside.jpg")
     crafted = {0: "../secret.jpg", 1: "thumbs/../secret.jpg", 2: "thumbs/../../outside.jpg", 4: str(tmp_path / "outside.jpg"),
                5: "thumbs/note.txt", 6: None}
-    with sqlite3.connect(folder / "store.sqlite") as db:  # entries as a tampered store would hold them
-        for i, rel in crafted.items():
-            db.execute("UPDATE entries SET doc = json_set(doc, '$.thumbnail', ?) WHERE id = ?", (rel, i))
+    for i, rel in crafted.items():
+        _tamper(folder, ids[i], thumbnail=rel)
     with TestClient(create_app(folder)) as c:
         for i in (*crafted, 3):
-            r = c.get(f"/tracklets/{i}/thumbnail")
+            r = c.get(f"/tracklets/{ids[i]}/thumbnail")
             assert r.status_code == 404, (i, r.status_code)
             assert b"SECRET" not in r.content
-        r = c.get("/tracklets/7/thumbnail")  # an untouched entry still works
+        r = c.get(f"/tracklets/{ids[7]}/thumbnail")  # an untouched entry still works
         assert r.status_code == 200 and r.content[:3] == b"\xff\xd8\xff"
 
 
@@ -391,9 +409,11 @@ def test_cli_serve(index_folder: Path, tmp_path: Path, monkeypatch: pytest.Monke
     assert r.exit_code == 2 and "no such index folder" in r.output
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "store.sqlite").write_bytes(b"{not a database" * 100)
+    (bad / "gallery.lance" / "_versions").mkdir(parents=True)
+    (bad / "gallery.lance" / "_versions" / "1.manifest").write_bytes(b"{not a manifest" * 100)
     r = runner.invoke(app, ["serve", str(bad)])
-    assert r.exit_code == 2 and "store.sqlite" in r.output and "not a readable gallery store" in r.output
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2 and "gallery.lance" in out and "cannot read the gallery store" in out, out
     r = runner.invoke(app, ["serve", str(index_folder), "--checkpoint", str(tmp_path / "none.pt")])
     assert r.exit_code == 2 and "none.pt" in r.output
     seen = {}
@@ -473,12 +493,15 @@ def test_service_searches_while_cmft_index_appends_and_compacts(tiny_checkpoint:
     errors: list[str] = []
     seen: dict[int, list[int]] = {}  # per client thread, the entry counts it saw in order
     stop = threading.Event()
+    with open_store(store, readonly=True) as st:
+        qid = st.entries()[0]["id"]
+        version0 = st.version
     with TestClient(create_app(store)) as c:
         def hammer() -> None:
             counts = seen.setdefault(threading.get_ident(), [])
             while not stop.is_set():
                 h = c.get("/health")
-                s = c.post("/search", json={"id": 0, "k": 5, "modality": "any"})
+                s = c.post("/search", json={"id": qid, "k": 5, "modality": "any"})
                 if h.status_code != 200 or s.status_code != 200:
                     errors.append(f"{h.status_code} {s.status_code} {s.text[:200]}")
                 else:
@@ -501,4 +524,5 @@ def test_service_searches_while_cmft_index_appends_and_compacts(tiny_checkpoint:
     for counts in seen.values():  # appends seen as they were committed, never lost
         assert len(set(counts)) > 2 and counts == sorted(counts)
     with open_store(store, readonly=True) as st:
-        assert final == len(st) == 45 and st._view().gen == 2  # the compaction happened under the readers
+        assert final == len(st) == 45 and st.version > version0 + 10
+        assert {ix.columns[0] for ix in st._tbl.list_indices()} >= {"id", "key", "modality"}  # optimized under the readers

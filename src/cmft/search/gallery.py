@@ -33,6 +33,10 @@ class IndexFormatError(ValueError):
     The message names the file (or the entry key / argument) and the problem."""
 
 
+class GalleryDamagedError(IndexFormatError):
+    """A stored entry or vector that fails its checksum, or a file of the gallery that cannot be read."""
+
+
 # -- small checks -----------------------------------------------------------------------------------------------
 def is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
@@ -258,5 +262,5 @@ def open_gallery(spec: str | os.PathLike[str], readonly: bool = False) -> Galler
     return open_store(spec, readonly=readonly)
 
 
-__all__ = ["Gallery", "Hook", "IndexFormatError", "KINDS", "MODALITIES", "capture_time", "check_entry", "check_filters",
+__all__ = ["Gallery", "GalleryDamagedError", "Hook", "IndexFormatError", "KINDS", "MODALITIES", "capture_time", "check_entry", "check_filters",
            "check_k", "check_kind", "is_int", "is_milvus", "key_id", "normalise", "open_gallery", "parse_time", "time_range"]

@@ -41,6 +41,7 @@ import numpy as np
 
 from cmft.search.gallery import (
     MODALITIES,
+    GalleryDamagedError,
     Hook,
     IndexFormatError,
     capture_time,
@@ -111,7 +112,7 @@ def _in(column: str, values: Sequence[Any]) -> str:
 
 
 def _lance_error(where: Any, e: BaseException) -> IndexFormatError:
-    return IndexFormatError(f"{where}: cannot read the gallery store ({str(e).splitlines()[0][:400] if str(e) else type(e).__name__})")
+    return GalleryDamagedError(f"{where}: cannot read the gallery store ({str(e).splitlines()[0][:400] if str(e) else type(e).__name__})")
 
 
 class GalleryStore:
@@ -249,7 +250,7 @@ class GalleryStore:
             vecs = _vectors(table, self.dim)
             for i, d, c, v in zip(ids, docs, table["crc"].to_pylist(), vecs):
                 if _crc(v, d) != c:
-                    raise IndexFormatError(f"{self._label}: entry {i} is damaged (its checksum does not match)")
+                    raise GalleryDamagedError(f"{self._label}: entry {i} is damaged (its checksum does not match)")
         return [{**json.loads(d), "id": int(i)} for i, d in zip(ids, docs)]
 
     def entry(self, id: int) -> dict:
@@ -422,7 +423,7 @@ class GalleryStore:
         crcs, docs = got["crc"].to_pylist(), got["doc"].to_pylist()
         for i, v, c, d in zip(ids, vecs, crcs, docs):
             if _crc(v, d) != c:
-                raise IndexFormatError(f"{self._label}: entry {int(i)} is damaged (its checksum does not match)")
+                raise GalleryDamagedError(f"{self._label}: entry {int(i)} is damaged (its checksum does not match)")
         scores = vecs @ q
         order = np.lexsort((ids, -scores))
         return ids[order], scores[order]

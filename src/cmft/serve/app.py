@@ -164,10 +164,12 @@ class SearchService:
 
     @staticmethod
     def lookup(view: Any, tid: int) -> dict[str, Any]:
-        from cmft.search.gallery import IndexFormatError
+        from cmft.search.gallery import GalleryDamagedError, IndexFormatError
 
         try:
             return view.entry(tid)
+        except GalleryDamagedError as e:
+            raise _detail(500, str(e)) from None
         except IndexFormatError:
             raise _detail(404, f"no tracklet with id {tid} in the index ({len(view)} tracklets)") from None
 
@@ -175,13 +177,15 @@ class SearchService:
                target: Optional[str], cams: Optional[list[int]], exclude: Optional[list[int]], since: Optional[str] = None,
                until: Optional[str] = None) -> tuple[str, list[dict[str, Any]]]:
         """The ranked results (with their entries) of one query in ``view``, and the modality searched."""
-        from cmft.search.gallery import IndexFormatError, time_range
+        from cmft.search.gallery import GalleryDamagedError, IndexFormatError, time_range
 
         modality = ({"rgb": "ir", "ir": "rgb"}[query_modality] if target is None else None if target == "any" else target)
         q = np.asarray(query_vec, dtype=np.float32).reshape(1, -1)
         try:
             time_range(since, until)
             hits = view.search(q, k=k, modality=modality, cameras=cams or None, exclude=exclude or None, since=since, until=until)[0]
+        except GalleryDamagedError as e:
+            raise _detail(500, str(e)) from None
         except IndexFormatError as e:
             raise _detail(422, str(e)) from None
         entries = {e["id"]: e for e in view._by_ids([t for t, _ in hits])} if hasattr(view, "_by_ids") else {
