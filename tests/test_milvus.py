@@ -14,8 +14,8 @@ pytest.importorskip("pymilvus", reason="the Milvus backend needs the 'milvus' ex
 pytest.importorskip("milvus_lite", reason="the Milvus backend needs the 'milvus' extra")
 
 from cmft.cli import app  # noqa: E402
-from cmft.search.index import IndexFormatError  # noqa: E402
-from cmft.search.milvus import MilvusGallery, key_id, open_gallery  # noqa: E402
+from cmft.search.gallery import IndexFormatError, open_gallery  # noqa: E402
+from cmft.search.milvus import MilvusGallery, key_id  # noqa: E402
 from cmft.search.store import GalleryStore  # noqa: E402
 
 runner = CliRunner()
@@ -32,10 +32,10 @@ def test_api_matches_the_folder_store(tmp_path: Path) -> None:
     x = rng.normal(size=(60, 16)).astype(np.float32)
     store = GalleryStore.create(tmp_path / "folder", 16)
     mil = MilvusGallery.create(str(tmp_path / "g.db"), 16, meta={"note": "x"})
-    store.add(x, _entries(60))
+    store_ids = store.add(x, _entries(60))
     ids = mil.add(x, _entries(60))
     assert ids == [key_id(f"k{i}") for i in range(60)] and len(mil) == 60 and mil.meta == {"note": "x"}
-    by_id = {key_id(f"k{i}"): i for i in range(60)}
+    by_id = {key_id(f"k{i}"): store_ids[i] for i in range(60)}
     q = rng.normal(size=(3, 16)).astype(np.float32)
     for kw in ({}, {"modality": "rgb", "cameras": [1, 2]}, {"since": "2026-11-05", "until": "2026-11-20"}):
         a, b = store.search(q, k=6, **kw), mil.search(q, k=6, **kw)
@@ -76,13 +76,14 @@ def test_cli_index_search_and_serve_on_milvus_lite(synth_store: tuple[Path, Path
     from cmft.serve.app import create_app
 
     gallery = open_gallery(str(db), readonly=True)
-    some = gallery.find(store.entry(3)["key"])
+    third = store.entries()[3]
+    some = gallery.find(third["key"])
     with TestClient(create_app(str(db))) as c:
         assert c.get("/health").json()["entries"] == 44
         hits = c.post("/search", json={"id": some, "k": 5}).json()["results"]
         assert [h["key"] for h in hits] == [x["key"] for x in search(str(db), "--query", str(some), "--top-k", "5")]
         assert c.get(f"/tracklets/{some}/thumbnail").content[:3] == b"\xff\xd8\xff"
-    r = runner.invoke(app, ["prune", str(db), "--key", store.entry(3)["key"]])
+    r = runner.invoke(app, ["prune", str(db), "--key", third["key"]])
     assert r.exit_code == 0 and "1 tracklets deleted" in r.output and "43 remain" in " ".join(r.output.split()), r.output
 
 

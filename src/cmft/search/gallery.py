@@ -102,8 +102,8 @@ def check_filters(modality: str | None, cameras: Sequence[int] | None, exclude: 
         raise IndexFormatError(f"cameras filter: a camera is out of range (|camera| <= 2^53 - 1), got {list(cameras)[:5]!r}")
     if exclude is not None and (isinstance(exclude, (str, bytes)) or not all(is_int(i) for i in exclude)):
         raise IndexFormatError(f"exclude must be a list of entry ids, got {exclude!r}")
-    if exclude is not None and any(not 0 <= i <= MAX_INT for i in exclude):
-        raise IndexFormatError(f"exclude: an entry id is out of range (0..2^53 - 1), got {list(exclude)[:5]!r}")
+    if exclude is not None and any(not 0 <= i < 1 << 63 for i in exclude):
+        raise IndexFormatError(f"exclude: an entry id is out of range (0..2^63 - 1), got {list(exclude)[:5]!r}")
 
 
 def check_k(k: Any) -> int:
