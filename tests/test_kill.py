@@ -220,7 +220,7 @@ def test_index_killed_anywhere_opens_old_or_new_and_reruns_without_duplicates(ti
     import numpy as np
 
     from cmft.data.datasets.synthetic import SynthConfig, generate_synthetic
-    from cmft.search.store import open_store
+    from cmft.search.store import is_store, open_store
 
     synth = tmp_path / "synth"
     generate_synthetic(synth, SynthConfig(ids=6, train_ids=2, height=32, width=16, max_frames=14, workers=1))
@@ -232,7 +232,7 @@ def test_index_killed_anywhere_opens_old_or_new_and_reruns_without_duplicates(ti
     t0 = time.perf_counter()
     ref_dir = tmp_path / "reference"
     proc = subprocess.Popen(cmd(ref_dir, True), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    while proc.poll() is None and not (ref_dir / "store.sqlite").exists():
+    while proc.poll() is None and not is_store(ref_dir):
         time.sleep(0.005)
     startup = time.perf_counter() - t0
     assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
@@ -242,7 +242,7 @@ def test_index_killed_anywhere_opens_old_or_new_and_reruns_without_duplicates(ti
     assert len(want) == 44
 
     def state(store: Path) -> dict[str, np.ndarray]:
-        if not (store / "store.sqlite").exists():  # killed before the store's first commit: nothing, no error
+        if not is_store(store):  # killed before the store's first commit: nothing, no error
             return {}
         with open_store(store, readonly=True) as st:
             entries = st.entries()

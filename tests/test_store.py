@@ -191,7 +191,7 @@ def test_old_index_folder_migrates_with_ids_entries_and_thumbnails(tmp_path: Pat
     st = open_store(folder)
     assert st.kind == "ivf" and st.meta == {"checkpoint": "c.pt", "migrated_from": "cmft-gallery-index/1"} and len(st) == 30
     assert st.entries() == old.entries() and all(np.array_equal(st.embedding(i), old.embedding(i)) for i in range(30))
-    names = {p.name for p in folder.iterdir()}
+    names = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
     assert names == {"gallery.lance", "thumbs"}  # the old files go once the store holds every entry
     assert (folder / "thumbs" / "3.jpg").is_file()
     q = x[:4]
@@ -234,7 +234,7 @@ def test_store_v2_folder_migrates_losslessly(tmp_path: Path) -> None:
             assert st.find(e["key"]) is None
         else:
             assert st.entry(i + 5) == {**e, "id": i + 5} and np.array_equal(st.embedding(i + 5), x[i])
-    assert {p.name for p in (tmp_path / "v2").iterdir()} == {"gallery.lance"}
+    assert {p.name for p in (tmp_path / "v2").iterdir() if not p.name.startswith(".")} == {"gallery.lance"}
 
 
 def test_damage_gets_a_clear_error_naming_the_store(tmp_path: Path) -> None:

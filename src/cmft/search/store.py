@@ -27,6 +27,7 @@ vectors; scores are recomputed from the stored vectors, so exact and approximate
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -73,8 +74,10 @@ _HEADER = b"cmft"
 
 
 def is_store(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` is a folder holding a LanceDB gallery store."""
-    return _is_uri(path) or (Path(path) / TABLE_DIR).is_dir()
+    """True when ``path`` is a folder holding a LanceDB gallery store with a committed version (a creation killed
+    before its first commit leaves none: the next ``cmft index`` creates it again)."""
+    versions = Path(path) / TABLE_DIR / "_versions"
+    return _is_uri(path) or (versions.is_dir() and any(p.suffix == ".manifest" for p in versions.iterdir()))
 
 
 def _is_uri(path: Any) -> bool:
@@ -131,6 +134,8 @@ class GalleryStore:
         self._pinned = version is not None
         if not _is_uri(path) and not (Path(path) / TABLE_DIR).is_dir():
             raise IndexFormatError(f"{path}: no gallery store ({TABLE_DIR} missing; build one with `cmft index`)")
+        if not _is_uri(path) and not is_store(path):
+            raise GalleryDamagedError(f"{path}/{TABLE_DIR}: cannot read the gallery store (no committed version)")
         try:
             self._db = lancedb.connect(str(path))
             self._tbl = self._db.open_table(TABLE, version=version) if version is not None else self._db.open_table(TABLE)
@@ -428,7 +433,10 @@ class GalleryStore:
         """This version's ids, filter columns and vectors in memory (cached per version): exact scans of many rows."""
         def load() -> dict[str, np.ndarray]:
             got = self._rows(None, ["id", "camera", "modality", "t", "vector"])
-            return {"id": got["id"].to_numpy(), "camera": got["camera"].to_numpy(),
+            ids = got["id"].to_numpy()
+            first = np.zeros(len(ids), bool)
+            first[np.unique(ids, return_index=True)[1]] = True  # one row per id, whatever racing writers left
+            return {"id": ids, "first": first, "camera": got["camera"].to_numpy(),
                     "rgb": np.asarray([m == "rgb" for m in got["modality"].to_pylist()], bool),
                     "t": got["t"].to_numpy(zero_copy_only=False).astype(np.float64), "vector": np.ascontiguousarray(_vectors(got, self.dim))}
 
@@ -437,7 +445,7 @@ class GalleryStore:
     def _exact_in_memory(self, q: np.ndarray, k: int,
                          mask_of: Callable[[dict[str, np.ndarray]], np.ndarray]) -> list[list[tuple[int, float]]]:
         m = self._matrix()
-        rows = np.flatnonzero(mask_of(m))
+        rows = np.flatnonzero(mask_of(m) & m["first"])
         ids = m["id"][rows]
         scores = m["vector"][rows] @ q.T  # [n_pass, Q]
         out = []
@@ -487,7 +495,10 @@ class GalleryStore:
                 raise GalleryDamagedError(f"{self._label}: entry {int(i)} is damaged (its checksum does not match)")
         scores = vecs @ q
         order = np.lexsort((ids, -scores))
-        return ids[order], scores[order]
+        ids, scores = ids[order], scores[order]
+        first = np.ones(len(ids), bool)
+        first[1:] = ids[1:] != ids[:-1]  # a key committed twice by racing writers is answered once
+        return ids[first], scores[first]
 
     def _has_ann(self) -> bool:
         return any(ix.columns == ["vector"] for ix in self._read(lambda t: list(t.list_indices())))
@@ -503,9 +514,32 @@ class GalleryStore:
         if self.readonly:
             raise IndexFormatError(f"{self.path}: opened read-only")
 
+    @contextlib.contextmanager
+    def _host_lock(self) -> Iterator[None]:
+        """Writers on one host take turns (``flock`` on ``.write.lock``, released by the kernel if a writer dies).
+
+        LanceDB's own conflict detection is what holds across machines; measured here, a merge-insert racing an
+        optimize can still commit a key twice, so on one host writes are also serialised (and optimize repairs any
+        duplicate key it finds, and searches never return an id twice)."""
+        if _is_uri(self.path):
+            yield
+            return
+        import fcntl
+
+        with open(Path(self.path) / ".write.lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
     def _write(self, fn: Callable[[Any], Any]) -> Any:
         """Run a write on the latest version, retrying when another writer's commit conflicts with it."""
         self._check_writable()
+        with self._host_lock():
+            return self._write_locked(fn)
+
+    def _write_locked(self, fn: Callable[[Any], Any]) -> Any:
         for attempt in range(RETRIES):
             self.refresh()
             try:
@@ -626,6 +660,8 @@ class GalleryStore:
 
         say = progress or (lambda msg: None)
         self._check_writable()
+        with self._host_lock():
+            self._repair_duplicates(say)
         say("compacting fragments")
         self._write(lambda tbl: tbl.optimize(cleanup_older_than=GRACE))
         self.refresh()
@@ -652,6 +688,23 @@ class GalleryStore:
             say("removing unreferenced thumbnails")
             self._sweep_thumbnails()
             tidy(Path(self.path))
+
+    def _repair_duplicates(self, say: Callable[[str], None]) -> None:
+        """Keep one row of each key that racing writers committed twice (delete them all, add one back)."""
+        import pyarrow as pa
+
+        self.refresh()
+        keys = self._rows(None, ["key"])["key"].to_numpy(zero_copy_only=False)
+        uniq, counts = np.unique(keys, return_counts=True)
+        dups = uniq[counts > 1].tolist()
+        if not dups:
+            return
+        say(f"repairing {len(dups)} keys committed twice")
+        rows = self._rows(_in("key", dups), [f.name for f in self._tbl.schema])
+        _, first = np.unique(rows["key"].to_numpy(zero_copy_only=False), return_index=True)
+        keep = rows.take(pa.array(np.sort(first))).cast(self._tbl.schema)
+        self._write_locked(lambda tbl: tbl.delete(_in("key", dups)))
+        self._write_locked(lambda tbl: tbl.add(keep))
 
     def _sweep_thumbnails(self) -> None:
         folder = Path(self.path) / THUMBS
