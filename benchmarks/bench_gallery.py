@@ -140,6 +140,19 @@ def _chunks(n: int) -> list[tuple[int, int]]:
     return [(s, step) for s in range(0, n, step)] + [(n + r * 1000, 1000) for r in range(ADDS)]
 
 
+def _mask(cols: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """Which generated entries pass the filter ``name``."""
+    mod, cams, a, b = FILTERS[name]
+    keep = np.ones(len(cols["rgb"]), bool)
+    if mod is not None:
+        keep &= cols["rgb"] == (mod == "rgb")
+    if cams is not None:
+        keep &= np.isin(cols["camera"], cams)
+    if a is not None:
+        keep &= (cols["t"] >= T0 + a * 86400) & (cols["t"] <= T0 + b * 86400)
+    return keep
+
+
 def truth(data: Data, n: int, queries: np.ndarray, k: int = 10) -> dict[str, list[list[tuple[str, float]]]]:
     """Per filter, the exact top-``k`` ``(key, score)`` of each query: one pass over the generated embeddings in numpy
     (float32 dot products, ties to the lower key number), independent of every gallery measured."""
@@ -150,14 +163,7 @@ def truth(data: Data, n: int, queries: np.ndarray, k: int = 10) -> dict[str, lis
         cols = data.columns(start, step)
         idx = np.arange(start, start + step)
         for name in FILTERS:
-            mod, cams, a, b = FILTERS[name]
-            keep = np.ones(step, bool)
-            if mod is not None:
-                keep &= cols["rgb"] == (mod == "rgb")
-            if cams is not None:
-                keep &= np.isin(cols["camera"], cams)
-            if a is not None:
-                keep &= (cols["t"] >= T0 + a * 86400) & (cols["t"] <= T0 + b * 86400)
+            keep = _mask(cols, name)
             for qi in range(len(queries)):
                 s, i = best[name][qi]
                 s, i = np.concatenate([s, scores[keep, qi]]), np.concatenate([i, idx[keep]])
@@ -171,15 +177,8 @@ def passing(n: int) -> dict[str, int]:
     out = dict.fromkeys(FILTERS, 0)
     for start, step in _chunks(n):
         cols = Data.columns(start, step)
-        for name, (mod, cams, a, b) in FILTERS.items():
-            keep = np.ones(step, bool)
-            if mod is not None:
-                keep &= cols["rgb"] == (mod == "rgb")
-            if cams is not None:
-                keep &= np.isin(cols["camera"], cams)
-            if a is not None:
-                keep &= (cols["t"] >= T0 + a * 86400) & (cols["t"] <= T0 + b * 86400)
-            out[name] += int(keep.sum())
+        for name in FILTERS:
+            out[name] += int(_mask(cols, name).sum())
     return out
 
 
@@ -252,8 +251,42 @@ def run_store(n: int, dim: int, q: int, folder: Path, log: Any) -> dict[str, Any
     out.update({"entries": len(reader), "build_per_s": n / build_s, "compact_s": compact_s,
                 "add1000_s": statistics.median(adds), "add1000_all_s": adds, "open_s": statistics.median(opens),
                 "disk_bytes": _du(folder), "nlist": reader._partitions(),
-                "policy": {"exact_below": 4096, "nprobes": "24 / sqrt(share)", "refine": 20}})
+                "policy": _policy()})
     return out
+
+
+def _policy() -> dict[str, Any]:
+    import cmft.search.store as sm
+
+    return {"exact_below": sm.EXACT_BELOW, "probes": f"{sm.PROBE:g} x sqrt(nlist) / sqrt(share)", "refine": sm.REFINE}
+
+
+def sweep(n: int, dim: int, q: int, folder: Path, log: Any) -> list[dict[str, Any]]:
+    """On a kept store (``--keep``), recall@10 and latency of the approximate path for several probe factors and
+    refine factors: the measurement behind the store's PROBE and REFINE."""
+    import cmft.search.store as sm
+    from cmft.search.store import GalleryStore
+
+    data = Data(dim)
+    reader = GalleryStore(folder, readonly=True)
+    queries = data.queries(n, q, 10_000 if n >= 10_000 else n)
+    exact = truth(data, n, queries)
+    share = passing(n)
+    keys: dict[int, str] = {}
+
+    def key_of(i: int) -> str:
+        if i not in keys:
+            keys[i] = reader.entry(i)["key"]
+        return keys[i]
+
+    rows = []
+    for probe in (1.0, 2.0, 3.0, 5.0):
+        for refine in (10, 20):
+            sm.PROBE, sm.REFINE = probe, refine
+            res = _measure(lambda v, kw: [i for i, _ in reader.search(v, k=10, **kw)[0]], key_of, queries, exact, log,
+                           f"probe {probe:g} refine {refine}", share, n)
+            rows.append({"probe": probe, "refine": refine, "filters": res})
+    return rows
 
 
 # -- Milvus Lite, the same policy where its API allows --------------------------------------------------------
@@ -412,7 +445,7 @@ NAMES = {"store": "cmft store (LanceDB 0.40, tuned policy)", "milvus": "Milvus L
 def report() -> str:
     results = {}
     for p in sorted(OUT.glob("*.json")):
-        if p.stem.startswith("crash_"):
+        if p.stem.startswith(("crash_", "sweep_")):
             continue
         cand, size = p.stem.rsplit("_", 1)
         results[(cand, int(size))] = json.loads(p.read_text())
@@ -462,7 +495,7 @@ def plot(path: Path) -> Path | None:
 
     results = {}
     for p in sorted(OUT.glob("*.json")):
-        if not p.stem.startswith("crash_"):
+        if not p.stem.startswith(("crash_", "sweep_")):
             cand, size = p.stem.rsplit("_", 1)
             results.setdefault(cand, {})[int(size)] = json.loads(p.read_text())
     if not results:
@@ -500,6 +533,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the galleries under out/bench_gallery/data")
     ap.add_argument("--crash", type=int, default=0, metavar="KILLS", help="only the crash trial: KILLS random kills per candidate")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--sweep", action="store_true", help="only the probe / refine sweep on the kept store of each size")
     ap.add_argument("--write-md", action="store_true", help="write the table into BENCHMARKS.md")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -514,6 +548,10 @@ def main() -> None:
         for cand in [c for c in args.candidates if c in _CHILD]:
             r = crash_trial(cand, args.crash, OUT / "data" / f"crash_{cand}", log)
             (OUT / f"crash_{cand}.json").write_text(json.dumps(r, indent=1))
+    elif args.sweep:
+        for size in args.sizes:
+            rows = sweep(size, args.dim, args.queries, OUT / "data" / f"store_{size}", log)
+            (OUT / f"sweep_{size}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     elif not args.report_only:
         for size in args.sizes:
             for cand in args.candidates:

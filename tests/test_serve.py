@@ -492,6 +492,7 @@ def test_service_searches_while_cmft_index_appends_and_compacts(tiny_checkpoint:
                    capture_output=True, timeout=300)
     errors: list[str] = []
     seen: dict[int, list[int]] = {}  # per client thread, the entry counts it saw in order
+    answers: list[list[tuple[int, str, float]]] = []
     stop = threading.Event()
     with open_store(store, readonly=True) as st:
         qid = st.entries()[0]["id"]
@@ -506,6 +507,7 @@ def test_service_searches_while_cmft_index_appends_and_compacts(tiny_checkpoint:
                     errors.append(f"{h.status_code} {s.status_code} {s.text[:200]}")
                 else:
                     counts.append(h.json()["entries"])
+                    answers.append([(r["id"], r["key"], r["score"]) for r in s.json()["results"]])
 
         workers = [threading.Thread(target=hammer) for _ in range(2)]
         for w in workers:
@@ -520,9 +522,22 @@ def test_service_searches_while_cmft_index_appends_and_compacts(tiny_checkpoint:
             for w in workers:
                 w.join()
         final = c.get("/health").json()["entries"]
+        last = [(r["id"], r["key"], r["score"]) for r in c.post("/search", json={"id": qid, "k": 5, "modality": "any"}).json()["results"]]
     assert not errors, errors[:3]
     for counts in seen.values():  # appends seen as they were committed, never lost
         assert len(set(counts)) > 2 and counts == sorted(counts)
     with open_store(store, readonly=True) as st:
         assert final == len(st) == 45 and st.version > version0 + 10
         assert {ix.columns[0] for ix in st._tbl.list_indices()} >= {"id", "key", "modality"}  # optimized under the readers
+        # every answer given while the store grew ranked true entries with their own vectors (nothing is deleted here)
+        q = st.embedding(qid)
+        assert answers and all(st.entry(i)["key"] == key and abs(float(st.embedding(i) @ q) - score) < 1e-5
+                               for a in answers for i, key, score in a)
+        # the final answer equals a store built the same way in one step
+        subprocess.run([*cmd, str(first), "--modality", "ir", "--camera", "9", "--store", str(tmp_path / "ref"), *ck],
+                       check=True, capture_output=True, timeout=300)
+        subprocess.run([*cmd, str(synth), "--store", str(tmp_path / "ref"), *ck], check=True, capture_output=True, timeout=300)
+        with open_store(tmp_path / "ref", readonly=True) as ref:
+            want = [(i, ref.entry(i)["key"], s) for i, s in ref.search(ref.embedding(qid), k=5, exclude=[qid])[0]]
+        assert [(i, key) for i, key, _ in last] == [(i, key) for i, key, _ in want]
+        assert np.allclose([s for *_, s in last], [s for *_, s in want], atol=1e-6)

@@ -164,6 +164,9 @@ def test_approximate_search_finds_the_exact_top10(tmp_path: Path, monkeypatch: p
     st.compact()
     assert st._has_ann() and not st.needs_compaction()
     st.add(x[:100] + 0.1, _entries(100, prefix="tail", cameras=10))  # rows past the index: searched too
+    assert st._indexed_before() is not None and len(st._tail(st._indexed_before())["id"]) == 100
+    tail_hits = st.search(x[:5] + 0.1, k=1)
+    assert [st.entry(r[0][0])["key"] for r in tail_hits] == [f"tail{i}" for i in range(5)]
     q = x[rng.choice(n, 40, replace=False)] + 0.6 * _unit(rng, 40, dim)
     for kw in ({}, {"modality": "ir"}, {"modality": "rgb", "cameras": [1, 2, 3]}):
         exact = st.search(q, k=10, exact=True, **kw)

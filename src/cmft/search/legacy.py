@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from cmft.search.gallery import IndexFormatError, capture_time, check_entry, check_kind
+from cmft.search.gallery import IndexFormatError, check_entry, check_kind
 
 V1, V2 = "cmft-gallery-index/1", "cmft-gallery-store/2"
 V2_DB = "store.sqlite"
@@ -89,8 +89,6 @@ def _read_v2(folder: Path) -> tuple[int, str, dict, Iterator[tuple[list[int], li
 
 def migrate(folder: Path) -> Any:
     """Convert the old-format gallery in ``folder`` into a LanceDB store in place and return it opened."""
-    import pyarrow as pa
-
     from cmft.search import store as lance_store
 
     fmt = old_format(folder)
@@ -102,18 +100,10 @@ def migrate(folder: Path) -> Any:
         raise IndexFormatError(f"{folder}: holds both a {dim}-d {fmt} gallery and a {st.dim}-d store; move one away")
     for ids, docs, emb in batches:
         checked = [check_entry(e, f"{folder}: entry {i}") for i, e in zip(ids, docs)]
-        docs_json = [json.dumps(e) for e in checked]
         emb = np.ascontiguousarray(emb, np.float32)
         if not np.isfinite(emb).all():
             raise IndexFormatError(f"{folder}: the {fmt} embeddings hold NaN or infinite values")
-        table = pa.table({
-            "id": pa.array(ids, pa.int64()), "key": [e["key"] for e in checked],
-            "camera": pa.array([e["camera"] for e in checked], pa.int64()), "modality": [e["modality"] for e in checked],
-            "pid": pa.array([e["pid"] for e in checked], pa.int64()), "t": pa.array([capture_time(e) for e in checked], pa.float64()),
-            "dataset": [str(e["dataset"]) if e.get("dataset") is not None else None for e in checked], "doc": docs_json,
-            "crc": pa.array([lance_store._crc(v, d) for v, d in zip(emb, docs_json)], pa.uint32()),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel(), pa.float32()), dim),
-        }, schema=st._tbl.schema)
+        table = lance_store.arrow_rows(ids, checked, emb, st._tbl.schema)
         st._write(lambda tbl, t=table: tbl.merge_insert("key").when_not_matched_insert_all().execute(t))
     st.refresh()
     if len(st) < total:

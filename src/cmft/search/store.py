@@ -21,7 +21,7 @@ What LanceDB gives and the store relies on:
 
 Ids come from keys (:func:`~cmft.search.gallery.key_id`): no counter to share between writers, the same id for a key
 whatever the order of the adds. Search is exact when few entries pass the filters (``EXACT_BELOW``) or the store
-is exact (``kind="flat"``), else an IVF-PQ index whose probes grow as the filter narrows, re-ranked on the full
+is exact (``kind="flat"``), else an IVF-PQ index whose probes grow as the filter narrows (``PROBE``), re-ranked on the full
 vectors; scores are recomputed from the stored vectors, so exact and approximate answers agree on a score.
 """
 
@@ -63,12 +63,14 @@ TABLE_DIR = f"{TABLE}.lance"
 THUMBS = "thumbs"
 IVF_MIN_ROWS = 20_000  # an approximate store is searched exactly until it holds this many entries
 EXACT_BELOW = 4096  # fewer entries than this pass the filters: score them all exactly (bypass the index)
-NPROBES = 24  # IVF partitions visited without a filter; divided by sqrt(share) under a filter
+PROBE = 5.0  # an unfiltered search probes PROBE * sqrt(nlist) of the nlist IVF partitions, 1/sqrt(share) more under a filter
 REFINE = 20  # candidates re-ranked on the full vectors per result
 FETCH_EXTRA = 16  # results fetched beyond k, so ties and rounding at the cut are settled on our own scores
 CACHE_ROWS = 300_000  # exact scans of more passing entries than EXACT_BELOW go through an in-memory copy of a
 # version's vectors up to this many rows (2.4 GB at 2,048-d); LanceDB's own flat scan reads ~0.5 GB/s
-GRACE = timedelta(minutes=10)  # old versions and unreferenced thumbnails younger than this are kept (pinned readers)
+GRACE = timedelta(minutes=10)
+CLOCK_SLACK = 60.0  # rows added less than this before an optimize began are scanned beside the index anyway
+INDEXED_BEFORE = "cmft:indexed_before"  # metadata of the ``added`` field: rows added before this are in the index  # old versions and unreferenced thumbnails younger than this are kept (pinned readers)
 RETRIES = 20  # commit attempts of one write under conflicts with other writers
 _HEADER = b"cmft"
 
@@ -97,6 +99,7 @@ def _schema(dim: int, header: dict[str, Any]) -> Any:
         pa.field("dataset", pa.string()),
         pa.field("doc", pa.string(), nullable=False),
         pa.field("crc", pa.uint32(), nullable=False),
+        pa.field("added", pa.float64(), nullable=False),
         pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
     ], metadata={_HEADER: json.dumps(header).encode()})
 
@@ -235,12 +238,18 @@ class GalleryStore:
         return self._read(run)
 
     def _cached(self, name: str, fn: Callable[[], Any]) -> Any:
+        """``fn()`` computed once per version (the cache keeps the two newest versions: a service moving on with a
+        writer holds at most two copies of anything, and views pinned to older versions recompute)."""
         key = (self.version, name)
-        if key not in self._cache:
-            if len(self._cache) > 64:
-                self._cache.clear()
-            self._cache[key] = fn()
-        return self._cache[key]
+        value = self._cache.get(key)
+        if value is None:
+            value = fn()
+            newest = sorted({v for v, _ in list(self._cache)} | {key[0]})[-2:]
+            for old in [k for k in list(self._cache) if k[0] not in newest]:
+                self._cache.pop(old, None)
+            if key[0] in newest:
+                self._cache[key] = value
+        return value
 
     # -- entries --------------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -415,15 +424,21 @@ class GalleryStore:
         if n_pass > EXACT_BELOW and (exact or not indexed) and total <= CACHE_ROWS and mask_of is not None:
             return self._exact_in_memory(q, k, mask_of)
         approximate = indexed and not exact and n_pass > EXACT_BELOW
-        probes = min(self._cached("partitions", self._partitions) or NPROBES,
-                     math.ceil(NPROBES / math.sqrt(n_pass / max(1, total)))) if approximate else 0
+        nlist = self._cached("partitions", self._partitions) if approximate else 0
+        probes = min(nlist, math.ceil(PROBE * math.sqrt(nlist) / math.sqrt(n_pass / max(1, total)))) if approximate else 0
+        marker = self._indexed_before() if approximate else None
+        if marker is not None:
+            return self._indexed_and_tail(q, k, where, probes, marker, n_pass, mask_of)
         out = []
         for row in q:
-            fetch = min(n_pass, k + FETCH_EXTRA)
+            fetch, approx = min(n_pass, k + FETCH_EXTRA), approximate
             while True:
-                ids, scores = self._ranked(row, fetch, where, approximate, probes)
-                cut_unclear = fetch < n_pass and len(ids) == fetch and scores[-1] >= scores[k - 1]
-                if not cut_unclear or fetch >= n_pass:
+                ids, scores = self._ranked(row, fetch, where, approx, probes)
+                if len(ids) < k and approx:  # the probed partitions hold too few passing rows: answer exactly
+                    approx = False
+                    continue
+                cut_unclear = fetch < n_pass and len(ids) >= k and scores[-1] >= scores[k - 1]
+                if not cut_unclear:
                     break
                 fetch = min(n_pass, fetch * 2)  # equal scores across the cut: settle it on more rows
             out.append([(int(i), float(s)) for i, s in zip(ids[:k], scores[:k])])
@@ -472,14 +487,65 @@ class GalleryStore:
             if not np.array_equal(m["vector"][j], v):
                 raise GalleryDamagedError(f"{self._label}: entry {i} reads differently from one scan to the next")
 
+    def _indexed_before(self) -> float | None:
+        """The time before which every row is in the vector index (written by :meth:`compact`), or None."""
+        def read() -> float:
+            meta = self._tbl.schema.field("added").metadata or {}
+            raw = meta.get(INDEXED_BEFORE.encode())
+            return float(raw) if raw else -1.0
+
+        value = self._cached("indexed_before", read)
+        return None if value < 0 else value
+
+    def _tail(self, marker: float) -> dict[str, np.ndarray]:
+        """The rows added since the index was last brought up to date, in memory (cached per version)."""
+        def load() -> dict[str, np.ndarray]:
+            got = self._rows(f"added >= {marker!r}", ["id", "camera", "modality", "t", "vector"])
+            ids = got["id"].to_numpy()
+            first = np.zeros(len(ids), bool)
+            first[np.unique(ids, return_index=True)[1]] = True
+            return {"id": ids, "first": first, "camera": got["camera"].to_numpy(),
+                    "rgb": np.asarray([m == "rgb" for m in got["modality"].to_pylist()], bool),
+                    "t": got["t"].to_numpy(zero_copy_only=False).astype(np.float64),
+                    "vector": np.ascontiguousarray(_vectors(got, self.dim))}
+
+        return self._cached("tail", load)
+
+    def _indexed_and_tail(self, q: np.ndarray, k: int, where: str | None, probes: int, marker: float, n_pass: int,
+                          mask_of: Callable[[dict[str, np.ndarray]], np.ndarray] | None) -> list[list[tuple[int, float]]]:
+        """The approximate search of an indexed store: the index alone (LanceDB's ``fast_search``: no flat scan of the
+        rows it does not hold yet) merged with an exact scan of those rows from memory."""
+        tail = self._tail(marker)
+        keep = (mask_of(tail) if mask_of is not None else np.ones(len(tail["id"]), bool)) & tail["first"]
+        t_ids, t_vecs = tail["id"][keep], tail["vector"][keep]
+        out = []
+        for row in q:
+            ids, scores = self._ranked(row, min(n_pass, k + FETCH_EXTRA), where, True, probes, fast=True)
+            if len(t_ids):
+                ids = np.concatenate([ids, t_ids])
+                scores = np.concatenate([scores, t_vecs @ row])
+                order = np.lexsort((ids, -scores))
+                ids, scores = ids[order], scores[order]
+                first = np.ones(len(ids), bool)
+                first[1:] = ids[1:] != ids[:-1]
+                ids, scores = ids[first], scores[first]
+            if len(ids) < min(k, n_pass):  # the probed partitions hold too few passing rows: answer exactly
+                ids, scores = self._ranked(row, min(n_pass, k + FETCH_EXTRA), where, False, 0)
+            out.append([(int(i), float(s)) for i, s in zip(ids[:k], scores[:k])])
+        if len(t_ids):
+            self._verify([i for r in out for i, _ in r if i in set(t_ids.tolist())], tail)
+        return out
+
     def _ranked(self, q: np.ndarray, fetch: int, where: str | None, approximate: bool,
-                probes: int) -> tuple[np.ndarray, np.ndarray]:
+                probes: int, fast: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """``fetch`` (ids, scores) best first by our own score (float32 dot products of the stored vectors), ties to
-        the lower id; every returned vector is checked against its checksum."""
+        the lower id; every returned vector is checked against its checksum. ``fast``: the index's rows only."""
         def run(tbl: Any) -> Any:
             s = tbl.search(q, vector_column_name="vector").distance_type("dot").limit(fetch)
             if approximate:
                 s = s.nprobes(probes).refine_factor(REFINE)
+                if fast:
+                    s = s.fast_search()
             else:
                 s = s.bypass_vector_index()
             if where:
@@ -562,14 +628,14 @@ class GalleryStore:
         runs before the commit with the ids and the checked entries (which it may update, e.g. with thumbnail
         paths): a crash inside it leaves the store as it was. If another writer adds one of these keys between the
         check and the commit, its row is kept and this one is dropped (the key is the table's primary key)."""
-        import pyarrow as pa
 
         self._check_writable()
         emb = normalise(embeddings, self.dim, "embeddings")
         if len(entries) != len(emb):
             raise IndexFormatError(f"add: {len(emb)} embeddings but {len(entries)} entries")
         checked = [check_entry(e, f"add: entry {i}") for i, e in enumerate(entries)]
-        times = [capture_time(e) for e in checked]
+        for e in checked:
+            capture_time(e)  # a malformed capture time is refused before anything is written
         keys = [e["key"] for e in checked]
         if len(set(keys)) != len(keys):
             raise IndexFormatError("add: a key appears twice in this add; nothing was added")
@@ -581,22 +647,14 @@ class GalleryStore:
             raise IndexFormatError(f"add: key {next(iter(present))!r} is already in the store; nothing was added")
         if present:
             keep = [i for i, k in enumerate(keys) if k not in present]
-            emb, checked, times = emb[keep], [checked[i] for i in keep], [times[i] for i in keep]
+            emb, checked = emb[keep], [checked[i] for i in keep]
             keys = [keys[i] for i in keep]
             if not keys:
                 return []
         ids = self._new_ids(keys)
         if hook is not None:
             hook(ids, checked)
-        docs = [json.dumps(e) for e in checked]
-        table = pa.table({
-            "id": pa.array(ids, pa.int64()), "key": keys, "camera": pa.array([e["camera"] for e in checked], pa.int64()),
-            "modality": [e["modality"] for e in checked], "pid": pa.array([e["pid"] for e in checked], pa.int64()),
-            "t": pa.array(times, pa.float64()),
-            "dataset": [str(e["dataset"]) if e.get("dataset") is not None else None for e in checked],
-            "doc": docs, "crc": pa.array([_crc(v, d) for v, d in zip(emb, docs)], pa.uint32()),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel(), pa.float32()), self.dim),
-        }, schema=self._tbl.schema)
+        table = arrow_rows(ids, checked, emb, self._tbl.schema)
         self._write(lambda tbl: tbl.merge_insert("key").when_not_matched_insert_all().execute(table))
         self.refresh()
         return ids
@@ -662,6 +720,7 @@ class GalleryStore:
         self._check_writable()
         with self._host_lock():
             self._repair_duplicates(say)
+        began = time.time()  # every row added before this is in the index once the optimize below is done
         say("compacting fragments")
         self._write(lambda tbl: tbl.optimize(cleanup_older_than=GRACE))
         self.refresh()
@@ -673,14 +732,23 @@ class GalleryStore:
             if ann is None or n >= 2 * trained:
                 nlist = _nlist(n)
                 say(f"training the IVF-PQ index ({nlist} partitions) on {n} embeddings")
-                config = IvfPq(distance_type="dot", num_partitions=nlist, num_sub_vectors=_sub_vectors(self.dim))
+                config = IvfPq(distance_type="dot", num_partitions=nlist, num_sub_vectors=_sub_vectors(self.dim),
+                               max_iterations=20, sample_rate=64)
                 self._write(lambda tbl: tbl.create_index("vector", replace=True, config=config))
         for column, config in (("id", BTree()), ("key", BTree()), ("camera", BTree()), ("t", BTree()), ("pid", BTree()),
-                               ("modality", Bitmap())):
+                               ("added", BTree()), ("modality", Bitmap())):
             if (column,) not in have and n:
                 say(f"indexing {column}")
                 self._write(lambda tbl, c=column, cf=config: tbl.create_index(c, replace=True, config=cf))
         self.refresh()
+        if self._has_ann():
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                mark = {INDEXED_BEFORE: repr(began - CLOCK_SLACK)}
+                self._write(lambda tbl: tbl.replace_field_metadata("added", mark))
+            self.refresh()
         self._cache.clear()
         if not _is_uri(self.path):
             from cmft.search.legacy import tidy
@@ -731,6 +799,25 @@ class GalleryStore:
 
     def __repr__(self) -> str:
         return f"GalleryStore({str(self.path)!r}, dim={self.dim}, kind={self.kind!r}, version={self.version})"
+
+
+def arrow_rows(ids: Sequence[int], entries: list[dict], emb: np.ndarray, schema: Any) -> Any:
+    """The table rows of checked entries and their unit float32 embeddings (the one place rows are made: adds and
+    migrations)."""
+    import pyarrow as pa
+
+    docs = [json.dumps(e) for e in entries]
+    return pa.table({
+        "id": pa.array(list(ids), pa.int64()), "key": [e["key"] for e in entries],
+        "camera": pa.array([e["camera"] for e in entries], pa.int64()), "modality": [e["modality"] for e in entries],
+        "pid": pa.array([e["pid"] for e in entries], pa.int64()),
+        "t": pa.array([capture_time(e) for e in entries], pa.float64()),
+        "dataset": [str(e["dataset"]) if e.get("dataset") is not None else None for e in entries],
+        "doc": docs, "crc": pa.array([_crc(v, d) for v, d in zip(emb, docs)], pa.uint32()),
+        "added": pa.array([time.time()] * len(entries), pa.float64()),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(emb, np.float32).ravel(), pa.float32()),
+                                                    emb.shape[1]),
+    }, schema=schema)
 
 
 def _lancedb() -> Any:
