@@ -104,7 +104,7 @@ def migrate(folder: Path) -> Any:
         if not np.isfinite(emb).all():
             raise IndexFormatError(f"{folder}: the {fmt} embeddings hold NaN or infinite values")
         table = lance_store.arrow_rows(ids, checked, emb, st._tbl.schema)
-        st._write(lambda tbl, t=table: tbl.merge_insert("key").when_not_matched_insert_all().execute(t))
+        st._write(lambda tbl, t=table: tbl.merge_insert("key").when_not_matched_insert_all().execute(lance_store._stamped(t)))
     st.refresh()
     if len(st) < total:
         raise IndexFormatError(f"{folder}: the migration holds {len(st)} of {total} entries; the old files are kept")

@@ -69,7 +69,8 @@ FETCH_EXTRA = 16  # results fetched beyond k, so ties and rounding at the cut ar
 CACHE_ROWS = 300_000  # exact scans of more passing entries than EXACT_BELOW go through an in-memory copy of a
 # version's vectors up to this many rows (2.4 GB at 2,048-d); LanceDB's own flat scan reads ~0.5 GB/s
 GRACE = timedelta(minutes=10)
-CLOCK_SLACK = 60.0  # rows added less than this before an optimize began are scanned beside the index anyway
+CLOCK_SLACK = 60.0  # on object storage (writers on several machines, several clocks): rows added less than this
+# before an optimize began are scanned beside the index anyway
 INDEXED_BEFORE = "cmft:indexed_before"  # metadata of the ``added`` field: rows added before this are in the index  # old versions and unreferenced thumbnails younger than this are kept (pinned readers)
 RETRIES = 20  # commit attempts of one write under conflicts with other writers
 _HEADER = b"cmft"
@@ -655,7 +656,7 @@ class GalleryStore:
         if hook is not None:
             hook(ids, checked)
         table = arrow_rows(ids, checked, emb, self._tbl.schema)
-        self._write(lambda tbl: tbl.merge_insert("key").when_not_matched_insert_all().execute(table))
+        self._write(lambda tbl: tbl.merge_insert("key").when_not_matched_insert_all().execute(_stamped(table)))
         self.refresh()
         return ids
 
@@ -720,9 +721,9 @@ class GalleryStore:
         self._check_writable()
         with self._host_lock():
             self._repair_duplicates(say)
-        began = time.time()  # every row added before this is in the index once the optimize below is done
+        began: list[float] = []  # taken under the host lock, as adds stamp ``added``: rows stamped earlier get indexed
         say("compacting fragments")
-        self._write(lambda tbl: tbl.optimize(cleanup_older_than=GRACE))
+        self._write(lambda tbl: (began.append(time.time()), tbl.optimize(cleanup_older_than=GRACE)))
         self.refresh()
         have = {tuple(ix.columns): ix for ix in self._read(lambda t: list(t.list_indices()))}
         n = len(self)
@@ -746,7 +747,7 @@ class GalleryStore:
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                mark = {INDEXED_BEFORE: repr(began - CLOCK_SLACK)}
+                mark = {INDEXED_BEFORE: repr(began[-1] - (CLOCK_SLACK if _is_uri(self.path) else 0.0))}
                 self._write(lambda tbl: tbl.replace_field_metadata("added", mark))
             self.refresh()
         self._cache.clear()
@@ -818,6 +819,15 @@ def arrow_rows(ids: Sequence[int], entries: list[dict], emb: np.ndarray, schema:
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(emb, np.float32).ravel(), pa.float32()),
                                                     emb.shape[1]),
     }, schema=schema)
+
+
+def _stamped(table: Any) -> Any:
+    """``table`` with ``added`` set to now: called under the host lock, at the commit, so that an optimize (under the
+    same lock) indexes every row stamped before it began."""
+    import pyarrow as pa
+
+    i = table.schema.get_field_index("added")
+    return table.set_column(i, table.schema.field(i), pa.array([time.time()] * table.num_rows, pa.float64()))
 
 
 def _lancedb() -> Any:
