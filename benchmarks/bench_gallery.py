@@ -261,7 +261,7 @@ def _policy() -> dict[str, Any]:
     return {"exact_below": sm.EXACT_BELOW, "probes": f"{sm.PROBE:g} x sqrt(nlist) / sqrt(share)", "refine": sm.REFINE}
 
 
-def sweep(n: int, dim: int, q: int, folder: Path, log: Any) -> list[dict[str, Any]]:
+def sweep(n: int, dim: int, q: int, folder: Path, log: Any, probes: list[float], refines: list[int]) -> list[dict[str, Any]]:
     """On a kept store (``--keep``), recall@10 and latency of the approximate path for several probe factors and
     refine factors: the measurement behind the store's PROBE and REFINE."""
     import cmft.search.store as sm
@@ -280,8 +280,8 @@ def sweep(n: int, dim: int, q: int, folder: Path, log: Any) -> list[dict[str, An
         return keys[i]
 
     rows = []
-    for probe in (1.0, 2.0, 3.0, 5.0):
-        for refine in (10, 20):
+    for probe in probes:
+        for refine in refines:
             sm.PROBE, sm.REFINE = probe, refine
             res = _measure(lambda v, kw: [i for i, _ in reader.search(v, k=10, **kw)[0]], key_of, queries, exact, log,
                            f"probe {probe:g} refine {refine}", share, n)
@@ -534,6 +534,8 @@ def main() -> None:
     ap.add_argument("--crash", type=int, default=0, metavar="KILLS", help="only the crash trial: KILLS random kills per candidate")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--sweep", action="store_true", help="only the probe / refine sweep on the kept store of each size")
+    ap.add_argument("--probes", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0], help="--sweep: probe factors")
+    ap.add_argument("--refines", type=int, nargs="+", default=[5, 10, 20], help="--sweep: refine factors")
     ap.add_argument("--write-md", action="store_true", help="write the table into BENCHMARKS.md")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -550,7 +552,7 @@ def main() -> None:
             (OUT / f"crash_{cand}.json").write_text(json.dumps(r, indent=1))
     elif args.sweep:
         for size in args.sizes:
-            rows = sweep(size, args.dim, args.queries, OUT / "data" / f"store_{size}", log)
+            rows = sweep(size, args.dim, args.queries, OUT / "data" / f"store_{size}", log, args.probes, args.refines)
             (OUT / f"sweep_{size}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     elif not args.report_only:
         for size in args.sizes:
