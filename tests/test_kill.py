@@ -337,9 +337,19 @@ def test_optimize_killed_anywhere_keeps_every_commit(tmp_path: Path) -> None:
     while kills < OPTIMIZE_KILLS:
         proc = subprocess.Popen([sys.executable, "-c", _OPTIMIZER, str(path), str(step)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(1.5, 5.0))
+        seen = ""
+        if kills % 2 == 0:  # every other kill aimed at an optimize: just after a step's delete is reported
+            while not seen.rstrip().endswith(tuple(f"deleted {n}" for n in range(step, step + 3))):
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                seen += line
+            time.sleep(rng.uniform(0.0, 0.8))
+        else:
+            time.sleep(rng.uniform(1.5, 5.0))
         proc.send_signal(signal.SIGKILL)
         out, errors = proc.communicate()
+        out = seen + out
         assert proc.returncode == -signal.SIGKILL, errors[-2000:]
         kills += 1
         lines = out.split()

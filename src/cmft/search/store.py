@@ -64,7 +64,7 @@ THUMBS = "thumbs"
 IVF_MIN_ROWS = 20_000  # an approximate store is searched exactly until it holds this many entries
 EXACT_BELOW = 4096  # fewer entries than this pass the filters: score them all exactly (bypass the index)
 PROBE = 3.0  # an unfiltered search probes PROBE * sqrt(nlist) of the nlist IVF partitions, 1/sqrt(share) more under a filter
-REFINE = 5  # candidates re-ranked on the full vectors per result
+REFINE = 10  # candidates re-ranked on the full vectors per result
 FETCH_EXTRA = 16  # results fetched beyond k, so ties and rounding at the cut are settled on our own scores
 CACHE_ROWS = 300_000  # exact scans of more passing entries than EXACT_BELOW go through an in-memory copy of a
 # version's vectors up to this many rows (2.4 GB at 2,048-d); LanceDB's own flat scan reads ~0.5 GB/s
