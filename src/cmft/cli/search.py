@@ -266,7 +266,7 @@ def search_cmd(
             _fail(str(e))
         ex = _extractor(checkpoint, device, 32)  # type: ignore[arg-type]
         try:
-            check_model(index, extractor_meta(ex, checkpoint=str(checkpoint)), getattr(index, "uri", Path(index_dir) / "store.sqlite"))
+            check_model(index, extractor_meta(ex, checkpoint=str(checkpoint)), getattr(index, "uri", getattr(index, "_label", index_dir)))
         except IndexFormatError as e:
             _fail(str(e))
         q_vec, q_mod, label = ex([frames], query_modality)[0], query_modality, str(query_dir)
