@@ -209,7 +209,7 @@ def test_track_append_killed_anywhere_is_old_or_new_and_reruns_without_duplicate
     assert sum(o != "after it finished" for o in outcomes) >= KILLS, outcomes
 
 
-INDEX_KILLS = int(os.environ.get("CMFT_INDEX_KILLS", "15"))  # 50 in the release check: CMFT_INDEX_KILLS=50 (about 11 min on 2 cores)
+INDEX_KILLS = int(os.environ.get("CMFT_INDEX_KILLS", "10"))  # 50 in the release check: CMFT_INDEX_KILLS=50 (about 25 min on 2 cores)
 
 
 def test_index_killed_anywhere_opens_old_or_new_and_reruns_without_duplicates(tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -282,7 +282,7 @@ def test_index_killed_anywhere_opens_old_or_new_and_reruns_without_duplicates(ti
     assert sum(o != "after it finished" for o in outcomes) >= INDEX_KILLS, outcomes
 
 
-OPTIMIZE_KILLS = int(os.environ.get("CMFT_OPTIMIZE_KILLS", "20"))
+OPTIMIZE_KILLS = int(os.environ.get("CMFT_OPTIMIZE_KILLS", "10"))  # 20 in the release check: CMFT_OPTIMIZE_KILLS=20
 _OPTIMIZER = """
 import sys
 import numpy as np
