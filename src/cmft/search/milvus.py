@@ -163,6 +163,13 @@ class MilvusGallery:
         doc = row["doc"] if isinstance(row["doc"], dict) else json.loads(row["doc"])
         return {**doc, "id": int(row["id"])}
 
+    def by_ids(self, ids: Sequence[int]) -> list[dict]:
+        """The entries of ``ids`` (with ``"id"``), in that order; ids not in the gallery are left out."""
+        self._exists()
+        got = self.client.get(self.collection, ids=[int(i) for i in ids], output_fields=["id", "doc"]) if ids else []
+        by = {int(r["id"]): self._entry(r) for r in got}
+        return [by[int(i)] for i in ids if int(i) in by]
+
     def entry(self, id: int) -> dict:
         """The stored entry of ``id`` with ``"id"`` added."""
         self._exists()

@@ -260,30 +260,35 @@ class GalleryStore:
     def format(self) -> str:
         return FORMAT
 
+    def _checked(self, table: Any) -> np.ndarray:
+        """The vectors of an arrow table of ``id``, ``doc``, ``crc`` and ``vector`` rows, each row checked against its
+        checksum."""
+        vecs = _vectors(table, self.dim)
+        for i, d, c, v in zip(table["id"].to_pylist(), table["doc"].to_pylist(), table["crc"].to_pylist(), vecs):
+            if _crc(v, d) != c:
+                raise GalleryDamagedError(f"{self._label}: entry {i} is damaged (its checksum does not match)")
+        return vecs
+
     def _docs(self, table: Any) -> list[dict]:
-        """Entries (with ``id``) of an arrow table of ``id``, ``doc``, ``crc`` and ``vector`` rows, each checked."""
-        ids, docs = table["id"].to_pylist(), table["doc"].to_pylist()
+        """Entries (with ``id``) of an arrow table of ``id`` and ``doc`` rows (checked when it holds the vectors)."""
         if "vector" in table.column_names:
-            vecs = _vectors(table, self.dim)
-            for i, d, c, v in zip(ids, docs, table["crc"].to_pylist(), vecs):
-                if _crc(v, d) != c:
-                    raise GalleryDamagedError(f"{self._label}: entry {i} is damaged (its checksum does not match)")
-        return [{**json.loads(d), "id": int(i)} for i, d in zip(ids, docs)]
+            self._checked(table)
+        return [{**json.loads(d), "id": int(i)} for i, d in zip(table["id"].to_pylist(), table["doc"].to_pylist())]
+
+    def _row(self, id: int) -> Any:
+        """The whole stored row of ``id`` (an arrow table of one row), or a clear error."""
+        got = self._rows(f"id = {int(id)}", ["id", "doc", "crc", "vector"], limit=1) if is_int(id) else None
+        if got is None or got.num_rows == 0:
+            raise IndexFormatError(f"no entry with id {id!r} in the store ({len(self)} entries)")
+        return got
 
     def entry(self, id: int) -> dict:
         """The stored entry of ``id`` with ``"id"`` added."""
-        got = self._rows(f"id = {int(id)}", ["id", "doc", "crc", "vector"], limit=1) if is_int(id) else None
-        if got is None or got.num_rows == 0:
-            raise IndexFormatError(f"no entry with id {id!r} in the store ({len(self)} entries)")
-        return self._docs(got)[0]
+        return self._docs(self._row(id))[0]
 
     def embedding(self, id: int) -> np.ndarray:
         """The stored (unit-length, float32) embedding of ``id``, checked against its checksum."""
-        got = self._rows(f"id = {int(id)}", ["id", "doc", "crc", "vector"], limit=1) if is_int(id) else None
-        if got is None or got.num_rows == 0:
-            raise IndexFormatError(f"no entry with id {id!r} in the store ({len(self)} entries)")
-        self._docs(got)
-        return _vectors(got, self.dim)[0].copy()
+        return self._checked(self._row(id))[0].copy()
 
     def _sorted_ids(self, where: str | None) -> np.ndarray:
         got = self._rows(where, ["id"])
@@ -294,9 +299,10 @@ class GalleryStore:
         view = self if self._pinned else self.view()
         ids = view._sorted_ids(None)
         for start in range(0, len(ids), batch):
-            yield from view._by_ids(ids[start:start + batch])
+            yield from view.by_ids(ids[start:start + batch])
 
-    def _by_ids(self, ids: Sequence[int]) -> list[dict]:
+    def by_ids(self, ids: Sequence[int]) -> list[dict]:
+        """The entries of ``ids`` (with ``"id"``), in that order; ids not in the store are left out."""
         if len(ids) == 0:
             return []
         got = self._rows(_in("id", [int(i) for i in ids]), ["id", "doc"])
@@ -317,7 +323,7 @@ class GalleryStore:
             if v is not None:
                 parts.append(f"{col} = {int(v)}")
         ids = self._cached(f"page:{parts}", lambda: self._sorted_ids(" AND ".join(parts) or None))
-        return len(ids), self._by_ids(ids[offset:offset + limit].tolist())
+        return len(ids), self.by_ids(ids[offset:offset + limit].tolist())
 
     def _columns(self) -> Any:
         return self._cached("columns", lambda: self._rows(None, ["id", "camera", "modality", "pid", "dataset"]))
@@ -445,18 +451,21 @@ class GalleryStore:
             out.append([(int(i), float(s)) for i, s in zip(ids[:k], scores[:k])])
         return out
 
-    def _matrix(self) -> dict[str, np.ndarray]:
-        """This version's ids, filter columns and vectors in memory (cached per version): exact scans of many rows."""
-        def load() -> dict[str, np.ndarray]:
-            got = self._rows(None, ["id", "camera", "modality", "t", "vector"])
-            ids = got["id"].to_numpy()
-            first = np.zeros(len(ids), bool)
-            first[np.unique(ids, return_index=True)[1]] = True  # one row per id, whatever racing writers left
-            return {"id": ids, "first": first, "camera": got["camera"].to_numpy(),
-                    "rgb": np.asarray([m == "rgb" for m in got["modality"].to_pylist()], bool),
-                    "t": got["t"].to_numpy(zero_copy_only=False).astype(np.float64), "vector": np.ascontiguousarray(_vectors(got, self.dim))}
+    def _in_memory(self, where: str | None) -> dict[str, np.ndarray]:
+        """Ids, filter columns and vectors of the rows passing ``where``, as numpy arrays (``first``: one row per id,
+        whatever racing writers left)."""
+        got = self._rows(where, ["id", "camera", "modality", "t", "vector"])
+        ids = got["id"].to_numpy()
+        first = np.zeros(len(ids), bool)
+        first[np.unique(ids, return_index=True)[1]] = True
+        return {"id": ids, "first": first, "camera": got["camera"].to_numpy(),
+                "rgb": np.asarray([m == "rgb" for m in got["modality"].to_pylist()], bool),
+                "t": got["t"].to_numpy(zero_copy_only=False).astype(np.float64),
+                "vector": np.ascontiguousarray(_vectors(got, self.dim))}
 
-        return self._cached("matrix", load)
+    def _matrix(self) -> dict[str, np.ndarray]:
+        """This version's rows in memory (cached per version): exact scans of many rows."""
+        return self._cached("matrix", lambda: self._in_memory(None))
 
     def _exact_in_memory(self, q: np.ndarray, k: int,
                          mask_of: Callable[[dict[str, np.ndarray]], np.ndarray]) -> list[list[tuple[int, float]]]:
@@ -480,12 +489,11 @@ class GalleryStore:
         if not ids:
             return
         got = self._rows(_in("id", sorted(set(ids))), ["id", "doc", "crc", "vector"])
-        self._docs(got)
-        where = {int(i): j for j, i in enumerate(m["id"])} if len(m["id"]) < 4 * len(ids) else None
-        vecs = _vectors(got, self.dim)
+        vecs = self._checked(got)
+        rows = np.flatnonzero(np.isin(m["id"], got["id"].to_numpy()) & m["first"])
+        at = dict(zip(m["id"][rows].tolist(), rows.tolist()))
         for i, v in zip(got["id"].to_pylist(), vecs):
-            j = where[int(i)] if where is not None else int(np.flatnonzero(m["id"] == i)[0])
-            if not np.array_equal(m["vector"][j], v):
+            if not np.array_equal(m["vector"][at[i]], v):
                 raise GalleryDamagedError(f"{self._label}: entry {i} reads differently from one scan to the next")
 
     def _indexed_before(self) -> float | None:
@@ -500,17 +508,7 @@ class GalleryStore:
 
     def _tail(self, marker: float) -> dict[str, np.ndarray]:
         """The rows added since the index was last brought up to date, in memory (cached per version)."""
-        def load() -> dict[str, np.ndarray]:
-            got = self._rows(f"added >= {marker!r}", ["id", "camera", "modality", "t", "vector"])
-            ids = got["id"].to_numpy()
-            first = np.zeros(len(ids), bool)
-            first[np.unique(ids, return_index=True)[1]] = True
-            return {"id": ids, "first": first, "camera": got["camera"].to_numpy(),
-                    "rgb": np.asarray([m == "rgb" for m in got["modality"].to_pylist()], bool),
-                    "t": got["t"].to_numpy(zero_copy_only=False).astype(np.float64),
-                    "vector": np.ascontiguousarray(_vectors(got, self.dim))}
-
-        return self._cached("tail", load)
+        return self._cached("tail", lambda: self._in_memory(f"added >= {marker!r}"))
 
     def _indexed_and_tail(self, q: np.ndarray, k: int, where: str | None, probes: int, marker: float, n_pass: int,
                           mask_of: Callable[[dict[str, np.ndarray]], np.ndarray] | None) -> list[list[tuple[int, float]]]:
@@ -523,18 +521,13 @@ class GalleryStore:
         for row in q:
             ids, scores = self._ranked(row, min(n_pass, k + FETCH_EXTRA), where, True, probes, fast=True)
             if len(t_ids):
-                ids = np.concatenate([ids, t_ids])
-                scores = np.concatenate([scores, t_vecs @ row])
-                order = np.lexsort((ids, -scores))
-                ids, scores = ids[order], scores[order]
-                first = np.ones(len(ids), bool)
-                first[1:] = ids[1:] != ids[:-1]
-                ids, scores = ids[first], scores[first]
+                ids, scores = _best_first(np.concatenate([ids, t_ids]), np.concatenate([scores, t_vecs @ row]))
             if len(ids) < min(k, n_pass):  # the probed partitions hold too few passing rows: answer exactly
                 ids, scores = self._ranked(row, min(n_pass, k + FETCH_EXTRA), where, False, 0)
             out.append([(int(i), float(s)) for i, s in zip(ids[:k], scores[:k])])
         if len(t_ids):
-            self._verify([i for r in out for i, _ in r if i in set(t_ids.tolist())], tail)
+            in_tail = set(t_ids.tolist())
+            self._verify([i for r in out for i, _ in r if i in in_tail], tail)
         return out
 
     def _ranked(self, q: np.ndarray, fetch: int, where: str | None, approximate: bool,
@@ -554,18 +547,7 @@ class GalleryStore:
             return s.select(["id", "doc", "crc", "vector", "_distance"]).to_arrow()
 
         got = self._read(run)
-        vecs = _vectors(got, self.dim)
-        ids = got["id"].to_numpy()
-        crcs, docs = got["crc"].to_pylist(), got["doc"].to_pylist()
-        for i, v, c, d in zip(ids, vecs, crcs, docs):
-            if _crc(v, d) != c:
-                raise GalleryDamagedError(f"{self._label}: entry {int(i)} is damaged (its checksum does not match)")
-        scores = vecs @ q
-        order = np.lexsort((ids, -scores))
-        ids, scores = ids[order], scores[order]
-        first = np.ones(len(ids), bool)
-        first[1:] = ids[1:] != ids[:-1]  # a key committed twice by racing writers is answered once
-        return ids[first], scores[first]
+        return _best_first(got["id"].to_numpy(), self._checked(got) @ q)
 
     def _has_ann(self) -> bool:
         return any(ix.columns == ["vector"] for ix in self._read(lambda t: list(t.list_indices())))
@@ -836,6 +818,16 @@ def _lancedb() -> Any:
     except ImportError:
         raise IndexFormatError("the gallery store needs LanceDB: pip install 'cmft[serve]'") from None
     return lancedb
+
+
+def _best_first(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, scores)`` by score descending, ties to the lower id, each id once (a key committed twice by racing
+    writers is answered once)."""
+    order = np.lexsort((ids, -scores))
+    ids, scores = ids[order], scores[order]
+    first = np.ones(len(ids), bool)
+    first[1:] = ids[1:] != ids[:-1]
+    return ids[first], scores[first]
 
 
 def _vectors(table: Any, dim: int) -> np.ndarray:

@@ -188,8 +188,7 @@ class SearchService:
             raise _detail(500, str(e)) from None
         except IndexFormatError as e:
             raise _detail(422, str(e)) from None
-        entries = {e["id"]: e for e in view._by_ids([t for t, _ in hits])} if hasattr(view, "_by_ids") else {
-            t: view.entry(t) for t, _ in hits}
+        entries = {e["id"]: e for e in view.by_ids([t for t, _ in hits])}
         results = []
         for rank, (tid, score) in enumerate(hits, 1):
             e = self.public(entries[int(tid)])
