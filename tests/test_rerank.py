@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+import cmft.evaluation.reranking as rerank_module
 from cmft.evaluation import evaluate, rerank
 from cmft.evaluation.reference import reference_rerank
-import cmft.evaluation.reranking as rerank_module
 
 
 def _features(seed: int, nq: int, ng: int, ids: int = 6, dim: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -30,6 +30,43 @@ def test_equals_the_dense_reference(seed: int, nq: int, ng: int, k1: int, k2: in
     got = rerank(q, g, k1=k1, k2=k2, lambda_value=lam, device="cpu")
     assert got.shape == (nq, ng) and got.dtype == np.float32
     np.testing.assert_allclose(got, reference_rerank(q, g, k1, k2, lam), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("k1", [1, 2, 3, 7, 12, 40])
+@pytest.mark.parametrize("k2", [1, 2, 4, 6, 9, 15, 40])
+def test_every_k1_k2_equals_the_dense_reference(k1: int, k2: int) -> None:
+    """The grid includes k2 > k1 + 1 (the query expansion needs more neighbours than R(i, k1) reads), k1 >= N
+    and k2 > N (N = 3 + 9 = 12 features)."""
+    q, g = _features(7 + k1 + 10 * k2, 3, 9, ids=3)
+    for lam in (0.0, 0.3):
+        np.testing.assert_allclose(rerank(q, g, k1=k1, k2=k2, lambda_value=lam, device="cpu"),
+                                   reference_rerank(q, g, k1, k2, lam), rtol=0, atol=2e-6, err_msg=f"{k1=} {k2=} {lam=}")
+
+
+def test_clustered_features_with_a_wide_expansion() -> None:
+    """20 queries x 80 gallery features in clusters, k1 = 3 and k2 = 6: the same matrix and the same top-1 as the
+    reference (the case that once differed by 0.40)."""
+    q, g = _features(11, 20, 80, ids=8)
+    got, want = rerank(q, g, k1=3, k2=6, device="cpu"), reference_rerank(q, g, 3, 6, 0.3)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+    assert (got.argmin(axis=1) == want.argmin(axis=1)).all()
+
+
+def test_ties_take_the_lower_index_first() -> None:
+    """Exact ties at every neighbour cut: 4-hot features in 8 dimensions (normalised entries 0.5, every distance
+    a multiple of 0.5, exact in any summation order). Both paths keep the lower index first, as a stable sort
+    orders them, so the fast path equals the reference."""
+    rng = np.random.default_rng(12)
+    feats = np.zeros((24, 8), np.float32)
+    for row in feats:
+        row[rng.choice(8, 4, replace=False)] = 1
+    q, g = feats[:6], feats[6:]
+    for k1, k2 in [(1, 2), (2, 3), (3, 5), (4, 8), (5, 2), (9, 13), (20, 6)]:
+        np.testing.assert_allclose(rerank(q, g, k1=k1, k2=k2, device="cpu"), reference_rerank(q, g, k1, k2, 0.3),
+                                   rtol=0, atol=2e-6, err_msg=f"{k1=} {k2=}")
+    d = torch.tensor([[0.5, 0.1, 0.5, 0.1, 0.5, 0.9]])
+    assert rerank_module._smallest_stable(d, 3).tolist() == [[1, 3, 0]]
+    assert rerank_module._smallest_stable(d, 5).tolist() == [[1, 3, 0, 2, 4]]
 
 
 def test_small_blocks_give_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:

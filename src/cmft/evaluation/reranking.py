@@ -1,4 +1,4 @@
-"""k-reciprocal re-ranking (Zhong et al., CVPR 2017), the formulation torchreid and fast-reid use, in bounded memory.
+"""k-reciprocal re-ranking (Zhong et al., CVPR 2017) as the authors' ``re_ranking`` computes it, in bounded memory.
 
 Over the N = queries + gallery L2-normalised features, with d the squared Euclidean distance (2 - 2 cos)
 divided by its row's maximum:
@@ -10,9 +10,11 @@ divided by its row's maximum:
 4. Jaccard distance: J[i, j] = 1 - m / (2 - m) with m = sum_k min(V[i, k], V[j, k]);
 5. the result is J (1 - lambda) + d lambda, the query rows and gallery columns.
 
+Neighbour lists are ordered as a stable sort orders them: equal distances lower index first.
+
 Unlike the reference scripts, which hold several dense N x N matrices (about 2 GB at HITSZ-VCM's
-5,159 x 5,643), nothing here is N x N: distances are computed in row blocks and only each row's k1 + 1
-nearest neighbours are kept, V is a sparse matrix (a few hundred entries per row), and the Jaccard sums
+5,159 x 5,643), nothing here is N x N: distances are computed in row blocks and only each row's
+max(k1 + 1, k2) nearest neighbours are kept, V is a sparse matrix (a few hundred entries per row), and the Jaccard sums
 are accumulated through an inverted index (column -> rows), query block by query block. The output is
 the only queries x gallery array.
 """
@@ -68,12 +70,14 @@ def rerank(
         raise ValueError("re-ranking needs at least one query and one gallery feature")
     dev = resolve_device(device) if device is not None else (q.device if isinstance(q_feats, torch.Tensor) else resolve_device("auto"))
     feats = F.normalize(torch.cat([q, g]).to(dev, torch.float32), dim=1)
+    # R(i, k) reads i's first k + 1 neighbours, so k >= N means all of them; k1 / 2 is taken before that cap,
+    # and the query expansion needs k2 neighbours, which may be more than k1 + 1
+    half = min(int(np.around(k1 / 2.0)), n - 1)
     k1, k2 = min(k1, n - 1), min(k2, n)
-    half = int(np.around(k1 / 2.0))
 
-    rank, row_max = _nearest(feats, k1 + 1)
-    recip = _reciprocal(rank, k1 + 1)  # R(i, k1), -1 padded
-    recip_half = _reciprocal(rank[:, : half + 1], half + 1)  # R(j, k1/2)
+    rank, row_max = _nearest(feats, max(k1 + 1, k2))
+    recip = _reciprocal(rank[:, : k1 + 1])  # R(i, k1), -1 padded
+    recip_half = _reciprocal(rank[:, : half + 1])  # R(j, k1/2)
     expansion = _expand(recip, recip_half)
     v = _weights(feats, row_max, expansion, n)
     if k2 != 1:
@@ -95,20 +99,34 @@ def _distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _nearest(feats: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's ``k`` nearest indices (ascending distance) and its largest distance, in row blocks."""
+    """Each row's ``k`` nearest indices and its largest distance, in row blocks. The order is a stable sort's:
+    ascending distance, and among equal distances the lower index first (also at the cut)."""
     n = feats.shape[0]
     ranks, maxima = [], []
     for rows in _blocks(n, n):
         d = _distance(feats[rows], feats)
         m = d.max(dim=1).values
         maxima.append(m)
-        ranks.append(torch.topk(d / m[:, None], k, dim=1, largest=False, sorted=True).indices)
+        ranks.append(_smallest_stable(d / m[:, None], k))
     return torch.cat(ranks), torch.cat(maxima)
 
 
-def _reciprocal(rank: torch.Tensor, k: int) -> torch.Tensor:
-    """R(i, k-1) as a ``(N, k)`` index array padded with -1: the forward neighbours j of i whose own first
-    ``k`` neighbours hold i."""
+def _smallest_stable(d: torch.Tensor, k: int) -> torch.Tensor:
+    """The indices of each row's ``k`` smallest values as ``argsort(kind="stable")[:, :k]`` gives them, at a
+    top-k's cost: ``topk`` finds the k-th value, the values equal to it are taken lowest index first."""
+    kth = torch.topk(d, k, dim=1, largest=False, sorted=True).values[:, -1:]
+    below = d < kth
+    tied = d == kth
+    need = k - below.sum(dim=1, keepdim=True)
+    chosen = below | (tied & (tied.cumsum(dim=1) <= need))
+    idx = chosen.nonzero()[:, 1].view(d.shape[0], k)  # ascending index within each row
+    order = torch.sort(d.gather(1, idx), dim=1, stable=True).indices
+    return idx.gather(1, order)
+
+
+def _reciprocal(rank: torch.Tensor) -> torch.Tensor:
+    """R(i, k-1) of the first ``k`` neighbours ``rank`` (N, k), as an ``(N, k)`` index array padded with -1: the
+    forward neighbours j of i whose own first ``k`` neighbours hold i."""
     i = torch.arange(rank.shape[0], device=rank.device)[:, None, None]
     back = rank[rank]  # (N, k, k): the neighbours of each neighbour
     keep = (back == i).any(dim=2)
