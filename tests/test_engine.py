@@ -110,6 +110,41 @@ def test_nan_guard_keeps_last_good_checkpoint(vcm4: Path, tmp_path: Path) -> Non
     assert ckpt["epoch"] == 0 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
+def test_nan_gradient_with_a_finite_loss_is_caught_before_the_step(vcm4: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finite loss whose gradient is NaN, at the last step of epoch 1: the guard stops before the optimiser
+    applies it, so last.pt stays epoch 0's and finite. (Checking the loss alone saved epoch 1's NaN weights.)"""
+    original, calls = Objective.__call__, [0]
+
+    def nan_gradient(self, out, labels, stage):
+        calls[0] += 1
+        if calls[0] == 4:  # two steps an epoch: epoch 1, step 1
+            out["feat_rgb"].register_hook(lambda g: torch.full_like(g, float("nan")))
+        return original(self, out, labels, stage)
+
+    monkeypatch.setattr(Objective, "__call__", nan_gradient)
+    cfg = load_config(None, tiny_train_overrides(vcm4, "train.max_steps_per_epoch=2", "train.eval_every=0"))
+    with pytest.raises(TrainingDiverged, match=r"gradient norm became non-finite at epoch 1 step 1.*last good checkpoint .*last.pt"):
+        train(cfg, tmp_path / "g")
+    assert calls[0] == 4
+    ckpt = load_checkpoint(tmp_path / "g" / "last.pt")
+    assert ckpt["epoch"] == 0 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_blow_up_at_an_epochs_last_step_is_never_saved(vcm4: Path, tmp_path: Path) -> None:
+    """Epoch 1 has one step at an infinite learning rate: its loss and gradient are finite, the update is not.
+    The weights are checked before the checkpoint, so last.pt stays epoch 0's. (Before, epoch 1's infinite
+    weights were saved as the last good checkpoint and the run stopped one step later.)"""
+    cfg = load_config(None, tiny_train_overrides(
+        vcm4, "optim.warmup_epochs=0", "optim.milestones=[1]", "optim.gamma=.inf", "optim.clip_grad=null",
+        "train.eval_every=0", "train.max_steps_per_epoch=1",
+    ))
+    with pytest.raises(TrainingDiverged, match=r"weights became non-finite at the end of epoch 1"):
+        train(cfg, tmp_path / "w")
+    ckpt = load_checkpoint(tmp_path / "w" / "last.pt")
+    assert ckpt["epoch"] == 0 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
 def test_bad_checkpoint_files(tmp_path: Path) -> None:
     (tmp_path / "x.pt").write_bytes(b"junk")
     with pytest.raises(ValueError, match="x.pt: cannot read"):
@@ -210,3 +245,44 @@ def test_ddp_with_parameters_unused_in_a_stage(vcm4: Path, tmp_path: Path) -> No
                       *tiny_train_overrides(vcm4, "train.epochs=2", "loss.id_weight=0", "train.eval_every=0")], port=29533)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
+
+
+RESUME_CHILD = """
+import json, sys
+from cmft.config import load_config
+from cmft.engine.trainer import train
+
+overrides, run, stop = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+
+
+class Stop:  # both ranks leave after epoch `stop`'s checkpoint, as a killed job would have left it
+    def epoch_end(self, epoch, record):
+        if epoch == stop:
+            raise SystemExit(0)
+
+
+train(load_config(None, overrides), run, resume=stop < 0, reporter=Stop())
+"""
+
+
+def test_ddp_resume_restores_each_ranks_random_state(vcm4: Path, tmp_path: Path) -> None:
+    """A 2-process gloo run stopped after epoch 0 and resumed ends with the weights of an uninterrupted run:
+    each rank draws its own augmentations (random flips and erasing) and gets its own state back. (Every rank
+    restored rank 0's state before, so rank 1 drew other augmentations after the resume.)"""
+    import json
+
+    child = tmp_path / "child.py"
+    child.write_text(RESUME_CHILD)
+    overrides = json.dumps(tiny_train_overrides(vcm4, "train.eval_every=0"))
+    for run, stop in (("straight", 99), ("stopped", 0)):
+        proc = _torchrun([str(child), overrides, str(tmp_path / run), str(stop)], port=29535)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "stopped" / "last.pt")
+    assert ckpt["epoch"] == 0 and len(ckpt["rng_ranks"]) == 2
+    assert not torch.equal(ckpt["rng_ranks"][0]["torch"], ckpt["rng_ranks"][1]["torch"])
+    proc = _torchrun([str(child), overrides, str(tmp_path / "stopped"), "-1"], port=29535)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "stopped" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert [h["loss_total"] for h in a["history"]] == [h["loss_total"] for h in b["history"]]

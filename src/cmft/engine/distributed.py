@@ -56,6 +56,15 @@ def ranks_where(flag: bool, info: DistInfo, device: torch.device | str = "cpu") 
     return [r for r in range(info.world_size) if box[r]]
 
 
+def every_rank(obj: object, info: DistInfo) -> list:
+    """``obj`` of every rank, in rank order, on every rank (``[obj]`` when not distributed)."""
+    if not info.enabled:
+        return [obj]
+    out: list = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def shard(items: list, info: DistInfo) -> list:
     """This rank's share of a list: items ``rank, rank + world, ...``."""
     return items[info.rank :: info.world_size]

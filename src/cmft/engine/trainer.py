@@ -25,8 +25,22 @@ from cmft.data.datasets.registry import load_dataset
 from cmft.data.loader import build_train_loader
 from cmft.data.types import VIDataset
 from cmft.devices import resolve_device
-from cmft.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from cmft.engine.distributed import DistInfo, barrier, gather_shards, init_distributed, ranks_where, shard, shutdown
+from cmft.engine.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from cmft.engine.distributed import (
+    DistInfo,
+    barrier,
+    every_rank,
+    gather_shards,
+    init_distributed,
+    ranks_where,
+    shard,
+    shutdown,
+)
 from cmft.engine.optim import build_optimizer, build_scheduler
 from cmft.losses.objective import Objective
 from cmft.models.registry import create_model
@@ -143,7 +157,12 @@ def evaluate_model(
     Under DDP every rank embeds its share of each test set and the features are gathered in order;
     all ranks return the same metrics.
     """
-    from cmft.evaluation.retrieval import ClipSpec, Embeddings, extract_embeddings, score_directions
+    from cmft.evaluation.retrieval import (
+        ClipSpec,
+        Embeddings,
+        extract_embeddings,
+        score_directions,
+    )
 
     spec = ClipSpec.from_config(cfg)
 
@@ -212,7 +231,7 @@ def train(
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, best, history = ckpt["epoch"] + 1, ckpt.get("best"), list(ckpt.get("history", []))
-        set_rng_state(ckpt["rng"])
+        _restore_rng(ckpt, cfg.train.seed, start_epoch, dist_info)
     train_model: torch.nn.Module = model
     if dist_info.enabled:
         # some parameters get no gradient in some configurations (loss.id_weight=0 leaves the classifiers
@@ -248,17 +267,19 @@ def train(
                 # would otherwise be averaged into every rank's weights and could be checkpointed
                 bad = ranks_where(not math.isfinite(parts["total"]), dist_info, device)
                 if bad:
-                    where = f" on rank{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))}" if dist_info.enabled else ""
-                    raise TrainingDiverged(
-                        f"loss became non-finite{where} at epoch {epoch} step {step}; "
-                        f"the last good checkpoint is {ckpt_path if ckpt_path.exists() else 'none yet'}. "
-                        "Lower optim.lr, set optim.clip_grad, or try train.amp=fp32."
-                    )
+                    raise _diverged("loss", bad, dist_info, f"epoch {epoch} step {step}", ckpt_path)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                grad_norm = None
                 if cfg.optim.clip_grad:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+                if not scaler.is_enabled():  # under fp16 loss scaling a non-finite gradient is expected: the step is skipped
+                    if grad_norm is None:
+                        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+                    bad = ranks_where(not math.isfinite(float(grad_norm)), dist_info, device)
+                    if bad:
+                        raise _diverged("gradient norm", bad, dist_info, f"epoch {epoch} step {step}", ckpt_path)
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
@@ -275,6 +296,10 @@ def train(
             record: dict[str, Any] = {"epoch": epoch, "stage": stage, "seconds": time.perf_counter() - t0,
                                       "clips_per_s": clips / max(time.perf_counter() - t0, 1e-9),
                                       **{(k if k.startswith("acc_") else f"loss_{k}"): v / n for k, v in sums.items()}}
+            # a blow-up at the epoch's last step (finite loss and gradient, non-finite update) must not be saved
+            bad = ranks_where(not _finite_weights(model), dist_info, device)
+            if bad:
+                raise _diverged("weights", bad, dist_info, f"the end of epoch {epoch}", ckpt_path)
             last_epoch = epoch == cfg.train.epochs - 1
             due = last_epoch or (cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0)
             is_best = False
@@ -292,13 +317,14 @@ def train(
                                    for dn, m in metrics.items() for k in ("rank1", "mAP", "mINP")}}, (epoch + 1) * steps_per_epoch)
                 barrier(dist_info)
             history.append(_jsonable(record))
+            rngs = every_rank(rng_state(), dist_info)  # each rank draws its own augmentations: keep every rank's state
             if dist_info.is_main:
                 logger.log({"kind": "epoch", **{k: v for k, v in record.items() if k != "eval"}}, (epoch + 1) * steps_per_epoch)
                 payload = {
                     "config": cfg.to_dict(), "model_name": cfg.model.name, "model_args": model.args,
                     "num_classes": dataset.num_train_pids, "epoch": epoch, "stage": stage,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "rng": rng_state(), "best": best, "history": history,
+                    "scaler": scaler.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "best": best, "history": history,
                 }
                 # best.pt before last.pt: a process killed between the two resumes from the previous last.pt,
                 # re-trains this epoch identically and writes both again, so best.pt never lags last.pt's record
@@ -310,6 +336,36 @@ def train(
         logger.close()
         shutdown(dist_info)
     return TrainResult(run_dir, len(history), best, last_eval, history)
+
+
+def _diverged(what: str, bad: list[int], info: DistInfo, when: str, ckpt_path: Path) -> TrainingDiverged:
+    where = f" on rank{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))}" if info.enabled else ""
+    return TrainingDiverged(
+        f"{what} became non-finite{where} at {when}; "
+        f"the last good checkpoint is {ckpt_path if ckpt_path.exists() else 'none yet'}. "
+        "Lower optim.lr, set optim.clip_grad, or try train.amp=fp32."
+    )
+
+
+def _finite_weights(model: torch.nn.Module) -> bool:
+    """Every floating-point parameter and buffer (BN running statistics included) finite: one device sync."""
+    checks = [torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack(checks).all()) if checks else True
+
+
+def _restore_rng(ckpt: dict[str, Any], seed: int, start_epoch: int, info: DistInfo) -> None:
+    """Each rank resumes its own random state. A checkpoint of another world size cannot resume bit for bit:
+    rank 0 takes the saved main state, the others a fresh seed of their rank and epoch."""
+    states = ckpt.get("rng_ranks") or [ckpt["rng"]]
+    if len(states) == info.world_size:
+        set_rng_state(states[info.rank])
+        return
+    warnings.warn(f"resuming a {len(states)}-process run on {info.world_size}: the random draws will differ from "
+                  "an uninterrupted run", stacklevel=3)
+    if info.rank == 0:
+        set_rng_state(states[0])
+    else:
+        seed_everything(seed + info.rank + 1_000_003 * start_epoch)
 
 
 def _jsonable(obj: Any) -> Any:
