@@ -28,6 +28,12 @@ def test_config_overrides_and_errors(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "none.yaml")
+    typo = tmp_path / "typo_section.yaml"
+    typo.write_text("optm:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(typo)
+    assert str(e.value) == (f"{typo}: unknown section(s) ['optm']; valid sections: "
+                            "['data', 'model', 'loss', 'optim', 'train', 'eval']")
 
 
 def test_model_args_are_a_typed_section_that_merges(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ Extractor does, bad input gets clear 4xx errors, and no request reads files outs
 from __future__ import annotations
 
 import io
+import sys
 import json
 import shutil
 import socket
@@ -417,13 +418,40 @@ def test_cli_serve(index_folder: Path, tmp_path: Path, monkeypatch: pytest.Monke
     r = runner.invoke(app, ["serve", str(index_folder), "--checkpoint", str(tmp_path / "none.pt")])
     assert r.exit_code == 2 and "none.pt" in r.output
     seen = {}
-    monkeypatch.setattr(uvicorn, "run", lambda application, **kw: seen.update(app=application, **kw))
-    r = runner.invoke(app, ["serve", str(index_folder), "--port", "8123", "--max-upload-mb", "5"])
+
+    def run(server: uvicorn.Server, sockets: list) -> None:
+        seen.update(app=server.config.app, host=server.config.host, address=sockets[0].getsockname())
+        sockets[0].close()
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    port = _free_port()
+    r = runner.invoke(app, ["serve", str(index_folder), "--port", str(port), "--max-upload-mb", "5"])
     assert r.exit_code == 0, r.output
-    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
+    assert seen["host"] == "127.0.0.1" and seen["address"] == ("127.0.0.1", port)
     with TestClient(seen["app"]) as c:
         h = c.get("/health").json()
         assert h["entries"] == 9 and h["limits"]["max_upload_mb"] == 5
+
+
+def test_cli_serve_on_a_busy_port(index_folder: Path) -> None:
+    """A port another program listens on: exit 2 with the port named, and no "serving ..." line before it."""
+    import subprocess
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "cmft", "serve", str(index_folder), "--port", str(port)],
+                           capture_output=True, text=True, timeout=120)
+    out = " ".join(r.stderr.split())
+    assert r.returncode == 2, out
+    assert f"error: port {port} is in use" in out and "serving" not in out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_fuzzed_uploads_get_a_clear_answer(client: TestClient, tmp_path: Path) -> None:

@@ -184,7 +184,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {names}")
+        what = f"{where}: unknown key(s)" if where else "unknown section(s)"
+        raise ConfigError(f"{what} {unknown}; valid {'keys' if where else 'sections'}: {names}")
     kwargs = {}
     for name, value in data.items():
         tp = hints[name]

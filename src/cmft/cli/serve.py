@@ -5,6 +5,8 @@ FastAPI and uvicorn (the ``serve`` extra) are imported inside the command.
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -36,6 +38,7 @@ def serve(
         _fail("--max-upload-mb must be positive and --max-frames at least 1")
     if checkpoint is not None and not checkpoint.is_file():
         _fail(f"{checkpoint}: checkpoint not found")
+    sock = _bind(host, port)  # before the gallery opens: a busy port fails at once, and nothing says "serving" first
     try:
         application = create_app(index, checkpoint=checkpoint, device=device, max_upload_mb=max_upload_mb, max_frames=max_frames)
     except (IndexFormatError, FileNotFoundError, OSError) as e:
@@ -47,7 +50,26 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"note: listening on {host}: anyone who can reach it can search the gallery and upload frames (no authentication)")
     err.print(f"serving {health['entries']} tracklets from {index} at http://{host}:{port}/ (Ctrl+C stops)")
-    uvicorn.run(application, host=host, port=port, log_level="info")
+    uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="info")).run(sockets=[sock])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on ``host:port``, or a clear error (exit 2) when it cannot be had."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        _fail(f"--host {host}: not an address of this machine ({e.strerror})")
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart need not wait for TIME_WAIT
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            _fail(f"port {port} is in use on {host} (another cmft serve?); stop it or pick another with --port")
+        _fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
+    sock.set_inheritable(True)
+    return sock
 
 
 def register(app: typer.Typer) -> None:
