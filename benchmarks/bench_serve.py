@@ -118,41 +118,55 @@ def run(index: Path, clients: int, seconds: float, seed: int = 0) -> dict[str, A
         lock = threading.Lock()
         stop = time.time() + seconds
 
+        exceptions: dict[str, int] = defaultdict(int)  # a request that raised in the client (refused, reset, timeout)
+        server_errors: dict[str, int] = defaultdict(int)  # answers with a 5xx status
+
         def client(k: int) -> None:
             rng = random.Random(seed + k)
             with httpx.Client(base_url=base, timeout=60) as c:
                 while time.time() < stop:
-                    pick = rng.random()
-                    t0 = time.perf_counter()
-                    if pick < 0.45:
-                        name, r = "/search", c.post("/search", json={"id": rng.choice(ids), "k": 10,
-                                                                      **({"cameras": [1, 2]} if rng.random() < 0.3 else {})})
-                    elif pick < 0.60:
-                        name, r = "/search/upload", c.post("/search/upload", data={"modality": rng.choice(["ir", "rgb"]), "k": "10"},
-                                                           files=[("frames", (f"f{i}.png", frame, "image/png")) for i in range(3)])
-                    elif pick < 0.80:
-                        name, r = "/tracklets", c.get("/tracklets", params={"offset": rng.randrange(n), "limit": 50,
-                                                                            "modality": rng.choice(["ir", "rgb"])})
-                    elif pick < 0.97:
-                        name, r = "/tracklets/{id}/thumbnail", c.get(f"/tracklets/{rng.choice(ids)}/thumbnail")
-                    else:  # deliberate bad requests: an unknown id, a text file as a frame
-                        if rng.random() < 0.5:
-                            name, r, want = "bad: unknown id", c.post("/search", json={"id": n + 5}), 404  # ids of a store are >= 2^52
-                        else:
-                            name, r, want = "bad: text upload", c.post("/search/upload", data={"modality": "ir"},
-                                                                      files=[("frames", ("x.txt", b"hello", "text/plain"))]), 415
+                    try:
+                        one(c, rng)
+                    except Exception as e:  # noqa: BLE001 - every failure is counted and the client goes on
                         with lock:
-                            if r.status_code == want:
-                                bad_ok[name] += 1
-                            else:
-                                errors[name] += 1
-                        continue
-                    dt = time.perf_counter() - t0
-                    with lock:
-                        if r.status_code == 200:
-                            lat[name].append(dt)
-                        else:
-                            errors[name] += 1
+                            exceptions[type(e).__name__] += 1
+
+        def one(c: Any, rng: random.Random) -> None:
+            pick = rng.random()
+            t0 = time.perf_counter()
+            if pick < 0.45:
+                name, r = "/search", c.post("/search", json={"id": rng.choice(ids), "k": 10,
+                                                              **({"cameras": [1, 2]} if rng.random() < 0.3 else {})})
+            elif pick < 0.60:
+                name, r = "/search/upload", c.post("/search/upload", data={"modality": rng.choice(["ir", "rgb"]), "k": "10"},
+                                                   files=[("frames", (f"f{i}.png", frame, "image/png")) for i in range(3)])
+            elif pick < 0.80:
+                name, r = "/tracklets", c.get("/tracklets", params={"offset": rng.randrange(n), "limit": 50,
+                                                                    "modality": rng.choice(["ir", "rgb"])})
+            elif pick < 0.97:
+                name, r = "/tracklets/{id}/thumbnail", c.get(f"/tracklets/{rng.choice(ids)}/thumbnail")
+            else:  # deliberate bad requests: an unknown id, a text file as a frame
+                if rng.random() < 0.5:
+                    name, r, want = "bad: unknown id", c.post("/search", json={"id": n + 5}), 404  # ids of a store are >= 2^52
+                else:
+                    name, r, want = "bad: text upload", c.post("/search/upload", data={"modality": "ir"},
+                                                              files=[("frames", ("x.txt", b"hello", "text/plain"))]), 415
+                with lock:
+                    if r.status_code == want:
+                        bad_ok[name] += 1
+                    else:
+                        errors[name] += 1
+                    if r.status_code >= 500:
+                        server_errors[name] += 1
+                return
+            dt = time.perf_counter() - t0
+            with lock:
+                if r.status_code == 200:
+                    lat[name].append(dt)
+                else:
+                    errors[name] += 1
+                if r.status_code >= 500:
+                    server_errors[name] += 1
 
         threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
         t_start = time.perf_counter()
@@ -168,6 +182,10 @@ def run(index: Path, clients: int, seconds: float, seed: int = 0) -> dict[str, A
             t.join()
         elapsed = time.perf_counter() - t_start
         rss_after = _rss(server.pid)
+        try:  # the server outlived the load: still running and still answering
+            alive = server.poll() is None and httpx.get(base + "/health", timeout=10).json()["entries"] == n
+        except httpx.HTTPError:
+            alive = False
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -177,6 +195,7 @@ def run(index: Path, clients: int, seconds: float, seed: int = 0) -> dict[str, A
         "endpoints": {k: {"count": len(v), "p50_ms": 1e3 * float(np.percentile(v, 50)), "p99_ms": 1e3 * float(np.percentile(v, 99))}
                       for k, v in sorted(lat.items())},
         "unexpected_errors": dict(errors), "deliberate_bad_answered_right": dict(bad_ok),
+        "client_exceptions": dict(exceptions), "server_errors_5xx": dict(server_errors), "server_alive_at_end": alive,
         "rss_before_mb": rss_before / 2**20, "rss_after_mb": rss_after / 2**20,
         "rss_curve": [{"s": round(s, 1), "requests": n, "rss_mb": round(m, 1)} for s, n, m in rss_curve],
     }
@@ -190,7 +209,9 @@ def markdown(r: dict[str, Any], argv: str) -> str:
              "| endpoint | requests | p50 (ms) | p99 (ms) |", "| --- | ---: | ---: | ---: |"]
     for name, e in r["endpoints"].items():
         lines.append(f"| {name} | {e['count']:,} | {e['p50_ms']:.1f} | {e['p99_ms']:.1f} |")
-    lines += ["", f"Throughput {r['throughput']:.1f} requests/s; unexpected errors: {sum(r['unexpected_errors'].values())}; "
+    lines += ["", f"Throughput {r['throughput']:.1f} requests/s; unexpected errors: {sum(r['unexpected_errors'].values())} "
+              f"({sum(r['server_errors_5xx'].values())} of them 5xx), client exceptions: {sum(r['client_exceptions'].values())}, "
+              f"server {'alive and answering' if r['server_alive_at_end'] else 'NOT answering'} at the end; "
               f"deliberate bad requests answered with the right 4xx: {sum(r['deliberate_bad_answered_right'].values())}; "
               f"server resident memory {r['rss_before_mb']:.0f} MiB after warm-up, {r['rss_after_mb']:.0f} MiB after the run.", "",
               "Resident memory as the requests go on: " + ", ".join(f"{c['requests']:,} requests: {c['rss_mb']:.0f} MiB"

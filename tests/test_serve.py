@@ -485,7 +485,8 @@ def test_fuzzed_uploads_get_a_clear_answer(client: TestClient, tmp_path: Path) -
 
 def test_service_under_concurrent_load(tmp_path: Path) -> None:
     """The short version of benchmarks/bench_serve.py: a real `cmft serve` process, concurrent clients with the
-    mixed request load for a few seconds: no unexpected error, the deliberate bad requests get their 4xx."""
+    mixed request load for a few seconds: no unexpected status, no 5xx, no exception in any client thread, the
+    deliberate bad requests get their 4xx, and the server is alive and answering at the end."""
     import json
     import subprocess
     import sys
@@ -495,7 +496,8 @@ def test_service_under_concurrent_load(tmp_path: Path) -> None:
                            "--no-write", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(next(line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")))
-    assert r["unexpected_errors"] == {}
+    assert r["unexpected_errors"] == {} and r["server_errors_5xx"] == {} and r["client_exceptions"] == {}
+    assert r["server_alive_at_end"] is True
     assert set(r["endpoints"]) == {"/search", "/search/upload", "/tracklets", "/tracklets/{id}/thumbnail"}
     assert all(e["count"] > 0 for e in r["endpoints"].values()) and sum(r["deliberate_bad_answered_right"].values()) > 0
 
