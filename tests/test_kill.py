@@ -25,8 +25,10 @@ EPOCHS = 3
 
 
 def _overrides(vcm4: Path) -> list[str]:
-    return tiny_train_overrides(vcm4, f"train.epochs={EPOCHS}", "train.max_steps_per_epoch=2", "train.eval_every=0",
-                                "data.workers=0")
+    # a record in log.jsonl after every step tells the test that training has started; an evaluation every epoch
+    # makes best.pt move along with last.pt
+    return tiny_train_overrides(vcm4, f"train.epochs={EPOCHS}", "train.max_steps_per_epoch=2", "train.eval_every=1",
+                                "data.workers=0", "train.log_every=1")
 
 
 def _cmft(*args: str) -> list[str]:
@@ -38,6 +40,44 @@ def _finish(run: Path, vcm4: Path) -> None:
     where = ["--resume", str(run)] if (run / "last.pt").exists() else ["--out", str(run)]
     proc = subprocess.run(_cmft("train", *where, *_overrides(vcm4)), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _logged(folder: Path) -> int:
+    """Bytes of training records (every ``log.jsonl`` under ``folder``): they grow once a child has trained a step."""
+    return sum(p.stat().st_size for p in folder.rglob("log.jsonl")) if folder.exists() else 0
+
+
+def _spawn(cmd: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _kill_in_training(proc: subprocess.Popen, run: Path, before: int, delay: float, at_write: bool) -> str:
+    """SIGKILL ``proc`` ``delay`` seconds after it has logged a training step (its records grew past ``before``
+    bytes), or, with ``at_write``, as soon as a checkpoint's temporary file appears: never in the imports."""
+    while proc.poll() is None and _logged(run) <= before:
+        time.sleep(0.005)
+    return _kill_when(proc, run, time.perf_counter() + delay, at_write)
+
+
+def _timed(cmd: list[str], run: Path) -> float:
+    """Run ``cmd`` to the end; the seconds from its first logged training step to its exit."""
+    proc = _spawn(cmd)
+    while proc.poll() is None and _logged(run) == 0:
+        time.sleep(0.005)
+    t0 = time.perf_counter()
+    assert proc.wait(timeout=300) == 0
+    return time.perf_counter() - t0
+
+
+def _best_never_lags(run: Path, outcomes: list[str]) -> None:
+    """best.pt is written before last.pt: whatever a kill interrupted, best.pt holds the epoch last.pt calls
+    best, or a later one (a kill between the two writes)."""
+    if not (run / "last.pt").exists():
+        return
+    best = load_checkpoint(run / "last.pt").get("best")
+    if best is not None:
+        assert (run / "best.pt").exists(), outcomes
+        assert load_checkpoint(run / "best.pt")["epoch"] >= best["epoch"], outcomes
 
 
 def _kill_when(proc: subprocess.Popen, run: Path, deadline: float, at_write: bool) -> str:
@@ -55,16 +95,16 @@ def _kill_when(proc: subprocess.Popen, run: Path, deadline: float, at_write: boo
 
 @pytest.fixture(scope="module")
 def reference(vcm4: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, torch.Tensor], float]:
+    """The uninterrupted run's weights and the seconds it trains (from its first logged step to its end)."""
     run = tmp_path_factory.mktemp("kill") / "reference"
-    t0 = time.perf_counter()
-    proc = subprocess.run(_cmft("train", "--out", str(run), *_overrides(vcm4)), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return load_checkpoint(run / "last.pt")["model"], time.perf_counter() - t0
+    seconds = _timed(_cmft("train", "--out", str(run), *_overrides(vcm4)), run)
+    return load_checkpoint(run / "last.pt")["model"], seconds
 
 
 def test_train_killed_anywhere_resumes_to_identical_weights(vcm4: Path, tmp_path: Path, reference) -> None:
-    """KILLS real kills, each on a fresh or an already interrupted and resumed process (every fifth while a
-    checkpoint is being written); every run then finishes and must equal the uninterrupted run bit for bit."""
+    """KILLS real kills, each on a fresh or an already interrupted and resumed process, each after the process
+    has logged a training step (every fifth while a checkpoint is being written); after each, best.pt never lags
+    last.pt; every run then finishes and must equal the uninterrupted run bit for bit."""
     weights, seconds = reference
     rng = random.Random(0)
     outcomes: list[str] = []
@@ -76,6 +116,7 @@ def test_train_killed_anywhere_resumes_to_identical_weights(vcm4: Path, tmp_path
         assert not any(run.glob(".*.pt.*")), outcomes  # no temporary file left behind
         for name, tensor in weights.items():
             assert torch.equal(got["model"][name], tensor), (run.name, outcomes, name)
+        assert load_checkpoint(run / "best.pt")["epoch"] == got["best"]["epoch"], outcomes
         shutil.rmtree(run)  # ~400 MB of checkpoints a run
 
     run = tmp_path / "run0"
@@ -85,9 +126,10 @@ def test_train_killed_anywhere_resumes_to_identical_weights(vcm4: Path, tmp_path
             break
         at_write = kills % 5 == 4
         where = ["--resume", str(run)] if (run / "last.pt").exists() else ["--out", str(run)]
-        proc = subprocess.Popen(_cmft("train", *where, *_overrides(vcm4)), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        outcomes.append(_kill_when(proc, run, time.perf_counter() + rng.uniform(0.2, 0.8 * seconds), at_write))
+        before = _logged(run)
+        proc = _spawn(_cmft("train", *where, *_overrides(vcm4)))
+        outcomes.append(_kill_in_training(proc, run, before, rng.uniform(0, seconds), at_write))
+        _best_never_lags(run, outcomes)
         if outcomes[-1] == "after it finished":  # the run completed: check it, start the next one
             check(run)
             runs += 1
@@ -99,23 +141,20 @@ def test_train_killed_anywhere_resumes_to_identical_weights(vcm4: Path, tmp_path
 
 
 def test_regdb_trials_killed_anywhere_keeps_finished_trials(tmp_path: Path) -> None:
-    """`cmft regdb-trials` SIGKILLed KILLS times at random moments (a kill may hit a re-run): finished trials are
+    """`cmft regdb-trials` SIGKILLed KILLS times at random moments of its training (a kill may hit a re-run): finished trials are
     kept, the interrupted one resumes, and the final summary and every trial's weights equal an uninterrupted run."""
     import json
 
     from test_image_datasets_cli import TINY, write_regdb
 
     root = write_regdb(tmp_path / "regdb")
-    tiny = [*[o for o in TINY if not o.startswith("train.epochs")], "train.epochs=2", "train.eval_every=0"]
+    tiny = [*[o for o in TINY if not o.startswith("train.epochs")], "train.epochs=2", "train.eval_every=0", "train.log_every=1"]
 
     def cmd(out: Path) -> list[str]:
         return _cmft("regdb-trials", "--data", str(root), "--out", str(out), "--trials", "1-2", "--workers", "0", *tiny)
 
-    t0 = time.perf_counter()
     ref = tmp_path / "reference"
-    proc = subprocess.run(cmd(ref), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    seconds = time.perf_counter() - t0
+    seconds = _timed(cmd(ref), ref)
     want = json.loads((ref / "summary.json").read_text())
     weights = {t: load_checkpoint(ref / f"trial{t}" / "last.pt")["model"] for t in (1, 2)}
 
@@ -132,8 +171,8 @@ def test_regdb_trials_killed_anywhere_keeps_finished_trials(tmp_path: Path) -> N
     for attempt in range(4 * KILLS):
         if sum(o != "after it finished" for o in outcomes) >= KILLS:
             break
-        proc = subprocess.Popen(cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        outcomes.append(_kill_when(proc, out, time.perf_counter() + rng.uniform(0.2, 0.8 * seconds), False))
+        before = _logged(out)
+        outcomes.append(_kill_in_training(_spawn(cmd(out)), out, before, rng.uniform(0, seconds), False))
         if outcomes[-1] == "after it finished":
             check(out)
             runs += 1
