@@ -137,16 +137,25 @@ def test_nan_gradient_with_a_finite_loss_is_caught_before_the_step(vcm4: Path, t
     assert ckpt["epoch"] == 0 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
-def test_blow_up_at_an_epochs_last_step_is_never_saved(vcm4: Path, tmp_path: Path) -> None:
-    """Epoch 1 has one step at an infinite learning rate: its loss and gradient are finite, the update is not.
-    The weights are checked before the checkpoint, so last.pt stays epoch 0's. (Before, epoch 1's infinite
-    weights were saved as the last good checkpoint and the run stopped one step later.)"""
-    cfg = load_config(None, tiny_train_overrides(
-        vcm4, "optim.warmup_epochs=0", "optim.milestones=[1]", "optim.gamma=.inf", "optim.clip_grad=null",
-        "train.eval_every=0", "train.max_steps_per_epoch=1",
-    ))
+def test_blow_up_at_an_epochs_last_step_is_never_saved(vcm4: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The optimiser's update at the last step of epoch 1 overflows one weight to infinity, after a finite loss
+    and a finite gradient. The weights are checked before the checkpoint, so last.pt stays epoch 0's. (Before,
+    epoch 1's infinite weights were saved as the last good checkpoint and the run stopped one step later.)"""
+    original, calls = torch.optim.SGD.step, [0]
+
+    def overflowing_step(self, closure=None):
+        out = original(self, closure)
+        calls[0] += 1
+        if calls[0] == 4:  # two steps an epoch: epoch 1, step 1
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].view(-1)[0] = float("inf")
+        return out
+
+    monkeypatch.setattr(torch.optim.SGD, "step", overflowing_step)
+    cfg = load_config(None, tiny_train_overrides(vcm4, "train.max_steps_per_epoch=2", "train.eval_every=0"))
     with pytest.raises(TrainingDiverged, match=r"weights became non-finite at the end of epoch 1"):
         train(cfg, tmp_path / "w")
+    assert calls[0] == 4
     ckpt = load_checkpoint(tmp_path / "w" / "last.pt")
     assert ckpt["epoch"] == 0 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 

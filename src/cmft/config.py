@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -199,9 +200,65 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+# the values a field may take, checked at load so a typo fails before any data is read (the modules that use
+# them check again for programmatic callers)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.search_mode": ("all", "indoor"),
+    "loss.cross": ("lcross", "wrt", "hct", "triplet", "none"),
+    "loss.msrl_metric": ("euclidean", "cosine"),
+    "loss.mdl_negatives": ("dynamic", "hard", "all"),
+    "loss.metric_on": ("feat", "bn"),
+    "optim.name": ("sgd", "adamw"),
+    "optim.schedule": ("step", "cosine"),
+    "train.amp": ("auto", "bf16", "fp16", "fp32"),
+}
+# numeric ranges: (low, high, low inclusive, high inclusive); None = unbounded. Every float must be finite.
+_AT_LEAST_0, _AT_LEAST_1, _POSITIVE, _PROB = (0, None, True, False), (1, None, True, False), (0, None, False, False), (0, 1, True, True)
+RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "data.seq_len": _AT_LEAST_1, "data.height": _AT_LEAST_1, "data.width": _AT_LEAST_1, "data.num_ids": _AT_LEAST_1,
+    "data.num_instances": _AT_LEAST_1, "data.workers": _AT_LEAST_0, "data.gray_p": _PROB, "data.channel_p": _PROB,
+    "data.trial": _AT_LEAST_0,
+    "loss.warm_epochs": _AT_LEAST_0, "loss.id_weight": _AT_LEAST_0, "loss.label_smoothing": (0, 1, True, False),
+    "loss.cross_weight": _AT_LEAST_0, "loss.margin": _AT_LEAST_0, "loss.msrl_weight": _AT_LEAST_0,
+    "loss.mdl_weight": _AT_LEAST_0, "loss.stage2_cross_weight": _AT_LEAST_0, "loss.xmodal_weight": _AT_LEAST_0,
+    "loss.xmodal_margin": _AT_LEAST_0,
+    "optim.lr": _POSITIVE, "optim.backbone_lr_mult": _AT_LEAST_0, "optim.momentum": (0, 1, True, False),
+    "optim.weight_decay": _AT_LEAST_0, "optim.gamma": _POSITIVE, "optim.warmup_epochs": _AT_LEAST_0,
+    "optim.clip_grad": _POSITIVE, "optim.milestones": _AT_LEAST_0,
+    "train.epochs": _AT_LEAST_1, "train.eval_every": _AT_LEAST_0, "train.log_every": _AT_LEAST_1,
+    "train.max_steps_per_epoch": _AT_LEAST_1,
+    "eval.seq_len": _AT_LEAST_1, "eval.batch_size": _AT_LEAST_1,
+}
+
+
+def _check_values(cfg: Config) -> None:
+    """Reject values outside :data:`CHOICES` and :data:`RANGES`, and non-finite floats anywhere."""
+    for section in dataclasses.fields(cfg):
+        sec = getattr(cfg, section.name)
+        for f in dataclasses.fields(sec):
+            key, value = f"{section.name}.{f.name}", getattr(sec, f.name)
+            if key in CHOICES and value not in CHOICES[key]:
+                raise ConfigError(f"{key}: must be one of {list(CHOICES[key])}, got {value!r}")
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ConfigError(f"{key}: must be a finite number, got {v!r}")
+                if key in RANGES and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    lo, hi, lo_in, hi_in = RANGES[key]
+                    if (lo is not None and (v < lo or (v == lo and not lo_in))) or (hi is not None and (v > hi or (v == hi and not hi_in))):
+                        low = "" if lo is None else f"{'[' if lo_in else '('}{lo}"
+                        high = "inf)" if hi is None else f"{hi}{']' if hi_in else ')'}"
+                        raise ConfigError(f"{key}: must be in {low}, {high}, got {v!r}")
+    for f in dataclasses.fields(cfg.model.args):
+        v = getattr(cfg.model.args, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"model.args.{f.name}: must be a finite number, got {v!r}")
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Build a :class:`Config` from nested mappings, rejecting unknown keys and wrong types."""
-    return _build(Config, data or {}, "")
+    """Build a :class:`Config` from nested mappings, rejecting unknown keys, wrong types and out-of-range values."""
+    cfg = _build(Config, data or {}, "")
+    _check_values(cfg)
+    return cfg
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
