@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cmft.config import ConfigError, load_config
+from cmft.config import RANGES, Config, ConfigError, load_config
 from cmft.data.datasets.registry import load_dataset
 from cmft.data.errors import DatasetFormatError
 
@@ -107,35 +108,234 @@ def test_mutated_dataset_files(dataset: str, pristine: dict[str, Path], tmp_path
     check()
 
 
-@FUZZ
-@given(key=st.text(st.characters(codec="ascii"), max_size=20), value=st.text(max_size=20))
-def test_config_overrides(key: str, value: str) -> None:
-    """``key=value`` overrides build a config or raise ConfigError naming the key."""
-    try:
-        load_config(None, [f"{key}={value}"])
-    except ConfigError as e:
-        assert str(e)
+class Layers:
+    """Counts of the layer each fuzz example stopped at (or "accepted"); the test prints them and asserts that
+    every layer was reached at least ``least`` times, so a fuzzer that only ever hits its first check fails."""
+
+    def __init__(self, name: str, layers: list[str]) -> None:
+        self.name, self.counts = name, dict.fromkeys(layers, 0)
+
+    def hit(self, layer: str) -> None:
+        assert layer in self.counts, layer
+        self.counts[layer] += 1
+
+    def check(self, least: int = 3) -> None:
+        print(f"{self.name}: " + ", ".join(f"{k} {v}" for k, v in self.counts.items()))
+        thin = {k: v for k, v in self.counts.items() if v < least}
+        assert not thin, f"{self.name}: layers reached fewer than {least} times: {thin} (all: {self.counts})"
 
 
-@FUZZ
-@given(text=st.text(max_size=300))
-def test_config_files(text: str, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """A config file of random text loads or raises ConfigError naming the file."""
-    path = tmp_path_factory.mktemp("cfg") / "c.yaml"
-    path.write_text(text, encoding="utf-8")
-    try:
-        load_config(path)
-    except ConfigError as e:
-        assert "c.yaml" in str(e), str(e)
+CHEAP = settings(FUZZ, max_examples=4 * EXAMPLES)  # config checks take microseconds: more examples per layer
 
 
-@FUZZ
-@given(spec=st.text(max_size=60))
-def test_detector_specs(spec: str) -> None:
-    """A detector spec builds a detector or raises DetectorError; no other exception."""
-    from cmft.tracking.detectors import DetectorError, build_detector
+def _fields(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Every dotted config key and its type."""
+    import dataclasses
+    import typing
 
-    try:
-        build_detector(spec)
-    except DetectorError as e:
-        assert str(e)
+    out: dict[str, Any] = {}
+    for name, tp in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            out |= _fields(tp, f"{prefix}{name}.")
+        else:
+            out[f"{prefix}{name}"] = tp
+    return out
+
+
+KEYS = _fields(Config)
+# YAML values of every kind: most keys get a value of another type, or one out of range, or a fitting one
+SCALAR = st.one_of(
+    st.integers(-10**6, 10**6), st.sampled_from([0, 1, -1, 2**63]), st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, 0.5, 1.0, 1.5, -0.1]), st.booleans(), st.none(),
+    st.sampled_from(["auto", "sgd", "cosine", "lcross", "fp32", "bn", "all", "resnet18"]),
+    st.text(st.characters(codec="ascii", categories=("L", "N")), max_size=8),
+)
+VALUE = st.one_of(SCALAR, st.lists(SCALAR, max_size=3), st.dictionaries(st.sampled_from(["a", "lr", "start"]), SCALAR, max_size=2))
+# numbers for the keys that have a range: about half of them outside it
+RANGED = st.tuples(st.sampled_from(sorted(RANGES)), st.one_of(st.integers(-3, 0), st.floats(-1.5, 1.5)))
+TYPO = st.sampled_from(["optim.lrate", "train.epoch", "data.nope", "model.args.fuson", "optimizer.lr", "loss.cross.x", "x"])
+
+
+def _yaml(value: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+
+
+def _config_layer(message: str | None) -> str:
+    """Which check stopped a config (``None``: it loaded)."""
+    if message is None:
+        return "accepted"
+    if "expected section.key=value" in message or "not valid YAML" in message:
+        return "syntax"
+    if "expected a mapping of sections" in message:
+        return "not a mapping"
+    if "unknown key" in message or "unknown section" in message or "is not a section" in message:
+        return "unknown key"
+    if "expected " in message:
+        return "type"
+    if "must be" in message:
+        return "value"
+    raise AssertionError(f"a config error of no known layer: {message}")
+
+
+def test_config_overrides() -> None:
+    """Well-formed ``section.key=value`` overrides of real keys with values of every type (and some malformed or
+    unknown ones) build a config or raise ConfigError naming the key; every layer (syntax, unknown key, type,
+    value range, accepted) is reached."""
+    layers = Layers("overrides", ["syntax", "unknown key", "type", "value", "accepted"])
+
+    @CHEAP
+    @given(item=st.one_of(
+        st.tuples(st.sampled_from(sorted(KEYS)), VALUE).map(lambda kv: f"{kv[0]}={_yaml(kv[1])}"),
+        st.tuples(st.sampled_from(sorted(KEYS)), VALUE).map(lambda kv: f"{kv[0]}={_yaml(kv[1])}"),
+        RANGED.map(lambda kv: f"{kv[0]}={_yaml(kv[1])}"),
+        st.tuples(TYPO, SCALAR).map(lambda kv: f"{kv[0]}={_yaml(kv[1])}"),
+        st.text(st.characters(codec="ascii"), max_size=20),
+    ))
+    def check(item: str) -> None:
+        try:
+            load_config(None, [item])
+            message = None
+        except ConfigError as e:
+            message = str(e)
+        layer = _config_layer(message)
+        layers.hit(layer)
+        if layer in ("type", "value"):  # the key, or the section it wrongly goes below (loss.cross.x -> loss.cross)
+            parts = item.partition("=")[0].split(".")
+            assert any(".".join(parts[:n]) in message for n in range(2, len(parts) + 1)), message
+
+    check()
+    layers.check()
+
+
+def test_config_files(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Config files: valid YAML mappings of real and mistyped sections and keys with values of every type, plus
+    invalid YAML and other documents. Each loads or raises ConfigError naming the file; every layer is reached."""
+    layers = Layers("config files", ["syntax", "not a mapping", "unknown key", "type", "value", "accepted"])
+    section_keys = st.sampled_from(sorted(KEYS)).flatmap(lambda k: st.tuples(st.just(k), VALUE))
+
+    def nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            node = out
+            *parents, last = key.split(".")
+            for p in parents:
+                node = node.setdefault(p, {}) if isinstance(node.get(p, {}), dict) else {}
+            node[last] = value
+        return out
+
+    import yaml
+
+    @CHEAP
+    @given(text=st.one_of(
+        st.lists(section_keys, min_size=1, max_size=3).map(lambda kv: yaml.safe_dump(nest(kv))),
+        st.lists(section_keys, min_size=1, max_size=3).map(lambda kv: yaml.safe_dump(nest(kv))),
+        st.lists(RANGED, min_size=1, max_size=2).map(lambda kv: yaml.safe_dump(nest(kv))),
+        st.lists(RANGED, min_size=1, max_size=2).map(lambda kv: yaml.safe_dump(nest(kv))),
+        st.lists(st.tuples(TYPO, SCALAR), min_size=1, max_size=2).map(lambda kv: yaml.safe_dump(nest(kv))),
+        VALUE.map(yaml.safe_dump),
+        st.text(max_size=120),
+        st.sampled_from(["data: [1, 2\n", "a: b: c\n", "optim:\n\tlr: 1\n", "{", "- a\nb: c\n", "train: 'open\n",
+                         "optim: {lr: 0.1\n", "? [\n", "data:\n  root: x\n   height: 3\n"]),
+    ))
+    def check(text: str) -> None:
+        path = tmp_path_factory.mktemp("cfg") / "c.yaml"
+        path.write_text(text, encoding="utf-8")
+        try:
+            load_config(path)
+            message = None
+        except ConfigError as e:
+            message = str(e)
+            assert "c.yaml" in message, message
+        layers.hit(_config_layer(message))
+
+    check()
+    layers.check()
+
+
+def test_detector_specs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Specs of every real kind with missing, empty, garbage, truncated and real files, and options in and out of
+    range: each builds a working detector or raises DetectorError (naming the file when the file is at fault).
+    Every layer (spec syntax, options, files, built) is reached."""
+    import numpy as np
+
+    from cmft.tracking.detectors import DetectorError, build_detector, parse_detector_spec
+
+    from conftest import DATA
+
+    yf, nd = DATA / "weights" / "yolo_fastest", DATA / "weights" / "nanodet_hpc203"
+    real = {"cfg": yf / "yolo-fastest-1.1_body.cfg", "weights": yf / "yolo-fastest-1.1_body.weights",
+            "onnx": nd / "nanodet_m.onnx"}
+    if not all(p.is_file() for p in real.values()):
+        pytest.skip(f"detector weights not found under {DATA}")
+    tmp = tmp_path_factory.mktemp("specs")
+    rng = np.random.default_rng(0)
+    files = {"missing": str(tmp / "absent.bin"), "folder": str(tmp), "empty": tmp / "empty.bin",
+             "garbage": tmp / "garbage.bin"}
+    files["empty"].write_bytes(b"")
+    files["garbage"].write_bytes(rng.integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    for kind, path in real.items():
+        cut = tmp / f"truncated.{kind}"
+        cut.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+        files[f"truncated {kind}"], files[f"real {kind}"] = str(cut), str(path)
+    files = {k: str(v) for k, v in files.items()}
+    generic = ["missing", "folder", "empty", "garbage"]
+
+    def args_of(kind: str) -> st.SearchStrategy:
+        pick = lambda own: st.sampled_from(generic + [f"truncated {own}", f"real {own}", f"real {own}", f"real {own}"])  # noqa: E731
+        return {"darknet": st.tuples(pick("cfg"), pick("weights")), "onnx": st.tuples(pick("onnx")),
+                "yolo": st.tuples(st.sampled_from(generic)), "hog": st.just(())}[kind]
+
+    of_a_kind = st.sampled_from(["darknet", "onnx", "yolo", "hog", "hog", "hog"]).flatmap(
+        lambda kind: args_of(kind).map(lambda a: ":".join([kind, *(files[x] for x in a)])))
+    junk = st.one_of(st.text(max_size=30), st.sampled_from(["darknet:a.cfg", "onnx", "hog:x", "onnx::", "yolo:", "HOG :", ""]))
+    spec = st.one_of(of_a_kind, of_a_kind, of_a_kind, junk)
+    options = st.fixed_dictionaries({  # each option out of range about one time in six
+        "conf": st.one_of(*[st.floats(0, 1)] * 5, st.sampled_from([-0.1, 1.5])),
+        "nms": st.one_of(*[st.floats(0.05, 1)] * 5, st.sampled_from([0.0, 1.2])),
+        "input_size": st.sampled_from([None, None, None, None, 64, 96, 31, 0, -32]),
+        "device": st.sampled_from(["cpu"] * 5 + ["cuda"]),
+    })
+    layers = Layers("detector specs", ["spec", "options", "files", "built"])
+    frame = rng.integers(0, 256, (96, 64, 3), dtype=np.uint8)
+
+    def options_ok(kind: str, o: dict) -> bool:
+        size = o["input_size"]
+        return (0 <= o["conf"] <= 1 and 0 < o["nms"] <= 1 and (size is None or size > 0)
+                and not (kind in ("darknet", "onnx") and size is not None and size % 32)
+                and (kind == "yolo" or o["device"] == "cpu"))
+
+    working = st.tuples(  # real files and options in range: about one case in four should build
+        st.sampled_from(["hog", f"darknet:{files['real cfg']}:{files['real weights']}", f"onnx:{files['real onnx']}"]),
+        st.fixed_dictionaries({"conf": st.floats(0, 1), "nms": st.floats(0.05, 1), "input_size": st.sampled_from([None, 64, 96]),
+                               "device": st.just("cpu")}))
+
+    @settings(FUZZ, max_examples=2 * EXAMPLES)
+    @given(case=st.one_of(st.tuples(spec, options), st.tuples(spec, options), st.tuples(junk, options), working))
+    def check(case: tuple[str, dict]) -> None:
+        spec, o = case
+        try:
+            kind, parts = parse_detector_spec(spec)
+        except DetectorError:
+            kind = None
+        try:
+            detector = build_detector(spec, **o)
+        except DetectorError as e:
+            message = str(e)
+            assert message
+            if kind is None:
+                layers.hit("spec")
+            elif not options_ok(kind, o):
+                layers.hit("options")
+            else:
+                layers.hit("files")
+                assert any(p in message for p in parts), message  # the file at fault is named
+            return
+        assert kind is not None and options_ok(kind, o), (spec, o)
+        boxes = detector(frame)
+        assert boxes.dtype == np.float32 and boxes.ndim == 2 and boxes.shape[1] == 5
+        layers.hit("built")
+
+    check()
+    layers.check()

@@ -54,13 +54,20 @@ class UltralyticsDetector:
             ) from e
         except Exception as e:  # noqa: BLE001 - Ultralytics raises many kinds for a bad file
             raise DetectorError(f"Ultralytics could not load yolo weights {weights}: {type(e).__name__}: {e}") from e
-        names = getattr(self.model, "names", None) or {}
-        items = names.items() if isinstance(names, dict) else enumerate(names)
-        self.person = next((int(k) for k, v in items if str(v).strip().lower() == "person"), 0)
         self.name = f"yolo:{Path(weights).name}"
         self.conf, self.nms = float(conf), float(nms)
         self.input_size = int(input_size or 640)
         self.device = device
+        try:
+            if not bare and not is_yaml and p.suffix.lower() != ".pt":
+                # other formats (ONNX, TorchScript, ...) load on first use: load now, so that a bad or unsupported
+                # file fails here with its name instead of on the first frame of a video
+                self.model.predict(np.zeros((32, 32, 3), np.uint8), imgsz=self.input_size, device=device, verbose=False)
+            names = getattr(self.model, "names", None) or {}
+        except Exception as e:  # noqa: BLE001 - as above
+            raise DetectorError(f"Ultralytics could not load yolo model {weights}: {type(e).__name__}: {e}") from e
+        items = names.items() if isinstance(names, dict) else enumerate(names)
+        self.person = next((int(k) for k, v in items if str(v).strip().lower() == "person"), 0)
 
     def __repr__(self) -> str:
         return (
