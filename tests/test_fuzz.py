@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import TINY_TEST, TINY_TRAIN, write_vcm_tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cmft.config import RANGES, Config, ConfigError, load_config
 from cmft.data.datasets.registry import load_dataset
 from cmft.data.errors import DatasetFormatError
-
-from conftest import TINY_TEST, TINY_TRAIN, write_vcm_tree
 
 EXAMPLES = int(os.environ.get("CMFT_FUZZ_EXAMPLES", "30"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
@@ -259,10 +258,13 @@ def test_detector_specs(tmp_path_factory: pytest.TempPathFactory) -> None:
     range: each builds a working detector or raises DetectorError (naming the file when the file is at fault).
     Every layer (spec syntax, options, files, built) is reached."""
     import numpy as np
-
-    from cmft.tracking.detectors import DetectorError, build_detector, parse_detector_spec
-
     from conftest import DATA
+
+    from cmft.tracking.detectors import (
+        DetectorError,
+        build_detector,
+        parse_detector_spec,
+    )
 
     yf, nd = DATA / "weights" / "yolo_fastest", DATA / "weights" / "nanodet_hpc203"
     real = {"cfg": yf / "yolo-fastest-1.1_body.cfg", "weights": yf / "yolo-fastest-1.1_body.weights",
@@ -283,7 +285,7 @@ def test_detector_specs(tmp_path_factory: pytest.TempPathFactory) -> None:
     generic = ["missing", "folder", "empty", "garbage"]
 
     def args_of(kind: str) -> st.SearchStrategy:
-        pick = lambda own: st.sampled_from(generic + [f"truncated {own}", f"real {own}", f"real {own}", f"real {own}"])  # noqa: E731
+        pick = lambda own: st.sampled_from(generic + [f"truncated {own}", f"real {own}", f"real {own}", f"real {own}"])
         return {"darknet": st.tuples(pick("cfg"), pick("weights")), "onnx": st.tuples(pick("onnx")),
                 "yolo": st.tuples(st.sampled_from(generic)), "hog": st.just(())}[kind]
 

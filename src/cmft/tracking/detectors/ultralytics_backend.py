@@ -52,7 +52,7 @@ class UltralyticsDetector:
                 f"yolo {what} {weights} not found locally and could not be downloaded "
                 f"(offline, or not an Ultralytics asset name?): {e}"
             ) from e
-        except Exception as e:  # noqa: BLE001 - Ultralytics raises many kinds for a bad file
+        except Exception as e:
             raise DetectorError(f"Ultralytics could not load yolo weights {weights}: {type(e).__name__}: {e}") from e
         self.name = f"yolo:{Path(weights).name}"
         self.conf, self.nms = float(conf), float(nms)
@@ -64,7 +64,7 @@ class UltralyticsDetector:
                 # file fails here with its name instead of on the first frame of a video
                 self.model.predict(np.zeros((32, 32, 3), np.uint8), imgsz=self.input_size, device=device, verbose=False)
             names = getattr(self.model, "names", None) or {}
-        except Exception as e:  # noqa: BLE001 - as above
+        except Exception as e:
             raise DetectorError(f"Ultralytics could not load yolo model {weights}: {type(e).__name__}: {e}") from e
         items = names.items() if isinstance(names, dict) else enumerate(names)
         self.person = next((int(k) for k, v in items if str(v).strip().lower() == "person"), 0)
