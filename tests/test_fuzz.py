@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import TINY_TEST, TINY_TRAIN, write_vcm_tree
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from cmft.config import RANGES, Config, ConfigError, load_config
@@ -56,13 +56,54 @@ def mutate(path: Path, edits: list[tuple[str, int, int, str]]) -> None:
     path.write_bytes(data)
 
 
-def assert_reads_or_names(root: Path, files: list[Path], **options) -> None:
-    """The reader works, or raises DatasetFormatError / ValueError whose message names a file, a field or the root."""
+def _fingerprint(ds: Any, root: Path) -> tuple:
+    """Everything a reader returns, in comparable form (frame paths relative to the root)."""
+    def tracks(ts: list) -> tuple:
+        return tuple((tuple(os.path.relpath(p, root) for p in t.paths), t.pid, t.camid, t.modality) for t in ts)
+
+    return (tracks(ds.train), tracks(ds.test_ir), tracks(ds.test_rgb), tracks(ds.auxiliary), ds.num_query,
+            tuple(ds.pairs), sorted(ds.train_pid_map.items()),
+            sorted((k, tuple((tracks([a]), tracks([b])) for a, b in v)) for k, v in ds.test_pairs.items()))
+
+
+def _contents(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# options that make every target file count (BUPTCampus reads train_auxiliary.txt only when asked)
+READ_OPTIONS = {"buptcampus": {"auxiliary": True}}
+
+
+def _read(dataset: str, root: Path) -> tuple | str:
+    """The dataset's fingerprint, or the message of the clear error it raised."""
     try:
-        load_dataset("auto", root, **options)
+        return _fingerprint(load_dataset("auto", root, **READ_OPTIONS.get(dataset, {})), root)
     except (DatasetFormatError, ValueError) as e:
-        msg = str(e)
-        assert msg and (any(f.name in msg for f in files) or str(root) in msg or "must be" in msg), msg
+        return str(e)
+
+
+def _records(data: bytes) -> list[int]:
+    """Indices of the non-blank lines of a file (records; a JSON file's lines are records too)."""
+    return [i for i, line in enumerate(data.split(b"\n")) if line.strip()]
+
+
+def _dropped_anyway(dataset: str, which: str, line: str) -> bool:
+    """Whether the reader drops this record by its own rule, so that deleting it may change nothing: a HITSZ-VCM
+    tracklet of fewer than MIN_SEQ_LEN frames (a row ``modality start end pid cam``)."""
+    from cmft.data.datasets.hitsz_vcm import MIN_SEQ_LEN
+
+    fields = line.split()
+    return (dataset == "hitsz_vcm" and which.startswith("info/track_") and len(fields) == 5
+            and int(fields[2]) - int(fields[1]) + 1 < MIN_SEQ_LEN)
+
+
+def _neutral(data: bytes, how: str) -> bytes:
+    """An edit that changes no record: a blank line at the end, Windows line ends, trailing spaces."""
+    if how == "blank line":
+        return data + (b"" if data.endswith(b"\n") else b"\n") + b"\n"
+    if how == "crlf":
+        return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return b"\n".join(line + b"  " if line.strip() else line for line in data.split(b"\n"))
 
 
 @pytest.fixture(scope="module")
@@ -94,17 +135,61 @@ TARGETS = {
 
 @pytest.mark.parametrize("dataset", sorted(TARGETS))
 def test_mutated_dataset_files(dataset: str, pristine: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> None:
-    @FUZZ
-    @given(which=st.sampled_from(TARGETS[dataset]), edits=st.lists(EDIT, min_size=1, max_size=4))
-    def check(which: str, edits: list) -> None:
+    """Edits of the files a user touches by hand, each of a kind whose meaning is known:
+
+    * random edits (replaced spans, raw bytes, truncation, deleted or doubled lines): the dataset reads, or
+      raises DatasetFormatError / ValueError naming the edited file;
+    * a record line deleted: the dataset reads differently (the record is gone), or the error names the file;
+    * neutral edits (a blank line at the end, Windows line ends, trailing spaces): the same dataset as before.
+
+    Edits that leave the file as it was are not counted; the tree is compared by content: a reader writes
+    nothing. Every kind of edit, and both outcomes of the random ones, are reached at least 3 times."""
+    want = _read(dataset, pristine[dataset])
+    assert isinstance(want, tuple), want
+    layers = Layers(f"{dataset} mutations", ["named error", "read after an edit", "record deleted", "neutral: same read"])
+
+    def check(which: str, kind: str, edits: list, pick: int, how: str) -> None:
         root = tmp_path_factory.mktemp(dataset) / "root"
         shutil.copytree(pristine[dataset], root)
-        before = {p for p in root.rglob("*")}
-        mutate(root / which, edits)
-        assert_reads_or_names(root, [root / which])
-        assert {p for p in root.rglob("*")} == before  # a reader writes nothing
+        path = root / which
+        before = path.read_bytes()
+        gone = ""
+        if kind == "random":
+            mutate(path, edits)
+        elif kind == "delete":
+            records = _records(before)
+            lines = before.split(b"\n")
+            gone = lines.pop(records[pick % len(records)]).decode()
+            path.write_bytes(b"\n".join(lines))
+        else:
+            path.write_bytes(_neutral(before, how))
+        assume(path.read_bytes() != before)  # an edit that changed nothing says nothing
+        tree = _contents(root)
+        got = _read(dataset, root)
+        assert _contents(root) == tree  # a reader writes nothing, and changes nothing
+        if isinstance(got, str):
+            assert Path(which).name in got, f"{which} ({kind}): {got}"  # the edited file is named
+        if kind == "neutral":
+            assert got == want, f"{which} ({how}) read differently: {got if isinstance(got, str) else 'other tracklets'}"
+            layers.hit("neutral: same read")
+        else:
+            if kind == "delete":
+                assert got != want or _dropped_anyway(dataset, which, gone), f"{which}: deleting {gone!r} changed nothing"
+                layers.hit("record deleted")
+            layers.hit("named error" if isinstance(got, str) else "read after an edit")
 
-    check()
+    def run(kind: str) -> None:  # one run per kind, so that each gets its share of examples
+        @FUZZ
+        @given(which=st.sampled_from(TARGETS[dataset]), edits=st.lists(EDIT, min_size=1, max_size=4),
+               pick=st.integers(0, 10_000), how=st.sampled_from(["blank line", "crlf", "trailing spaces"]))
+        def one(which: str, edits: list, pick: int, how: str) -> None:
+            check(which, kind, edits, pick, how)
+
+        one()
+
+    for kind in ("random", "delete", "neutral"):
+        run(kind)
+    layers.check()
 
 
 class Layers:

@@ -122,7 +122,7 @@ def test_missing_frames_are_counted_or_skipped(tiny_vcm: Path) -> None:
     for p in gone:
         p.unlink()
     (tiny_vcm / "0005" / "rgb" / "D2" / "3.jpg").unlink()  # 14 -> 13 frames: kept when skipped
-    with pytest.raises(DatasetFormatError, match=r"11 frame\(s\) listed in the train info files are missing") as e:
+    with pytest.raises(DatasetFormatError, match=r"train_name.txt: 11 frame\(s\) of the train split listed here are missing") as e:
         load_hitsz_vcm(tiny_vcm)
     assert str(gone[0]) in str(e.value)
     with pytest.warns(UserWarning, match=r"skipped 11 missing frame\(s\).*1 tracklet"):

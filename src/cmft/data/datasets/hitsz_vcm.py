@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cmft.data.errors import DatasetFormatError, checked_int, read_lines
+from cmft.data.errors import DatasetFormatError, read_lines
 from cmft.data.types import Modality, Tracklet, VIDataset
 
 __all__ = ["DatasetFormatError", "decode_frame_name", "load_hitsz_vcm"]  # DatasetFormatError: its old home, kept importable
@@ -79,8 +79,9 @@ def read_name_list(path: Path) -> list[str]:
     return out
 
 
-def read_track_info(path: Path, num_names: int) -> list[_TrackRow]:
-    """Rows ``modality start end pid cam`` of a ``track_*_info.txt`` file, validated against the name list."""
+def read_track_info(path: Path, num_names: int, names: str = "the name list") -> list[_TrackRow]:
+    """Rows ``modality start end pid cam`` of a ``track_*_info.txt`` file, validated against the name list
+    (``names``: the name list's file, for messages: a range past its end may be the name list's fault)."""
     rows: list[_TrackRow] = []
     for line_no, line in enumerate(read_lines(path), 1):
         fields = line.split()
@@ -94,7 +95,7 @@ def read_track_info(path: Path, num_names: int) -> list[_TrackRow]:
                 raise ValueError(f"modality must be 1 (IR) or 2 (RGB), got {mod}")
             if not 1 <= start <= end <= num_names:
                 raise ValueError(
-                    f"frame range {start}..{end} is not within 1..{num_names} (the name list's length)"
+                    f"frame range {start}..{end} is not within 1..{num_names} (the length of {names})"
                 )
         except ValueError as e:
             raise DatasetFormatError(f"{path}:{line_no}: {e}: {line.strip()!r}") from None
@@ -143,15 +144,17 @@ def _tracklets(
 
 
 def _drop_missing(
-    tracklets: list[Tracklet], min_seq_len: int, skip_missing: bool, where: str
+    tracklets: list[Tracklet], min_seq_len: int, skip_missing: bool, where: str, listed_in: Path
 ) -> list[Tracklet]:
+    """The tracklets without their frames missing on disk (``skip_missing``), or an error naming the name list
+    ``listed_in`` that lists them."""
     missing = [p for t in tracklets for p in t.paths if not Path(p).is_file()]
     if not missing:
         return tracklets
     if not skip_missing:
         shown = "\n  ".join(missing[:5])
         raise DatasetFormatError(
-            f"{len(missing)} frame(s) listed in the {where} info files are missing on disk, e.g.\n  {shown}\n"
+            f"{listed_in}: {len(missing)} frame(s) of the {where} split listed here are missing on disk, e.g.\n  {shown}\n"
             "Pass skip_missing=True (CLI: --skip-missing) to drop them."
         )
     gone = set(missing)
@@ -195,20 +198,22 @@ def load_hitsz_vcm(
     gallery: list[Tracklet] = []
     if "train" in splits:
         train_names = read_name_list(_info_path(root, "train_name.txt"))
-        train_rows = read_track_info(_info_path(root, "track_train_info.txt"), len(train_names))
+        train_rows = read_track_info(_info_path(root, "track_train_info.txt"), len(train_names),
+                                     str(_info_path(root, "train_name.txt")))
         train_raw = [t for _, t in _tracklets(train_rows, train_names, images["train"], min_seq_len)]
     if "test" in splits:
         test_names = read_name_list(_info_path(root, "test_name.txt"))
-        test_rows = read_track_info(_info_path(root, "track_test_info.txt"), len(test_names))
+        test_rows = read_track_info(_info_path(root, "track_test_info.txt"), len(test_names),
+                                    str(_info_path(root, "test_name.txt")))
         query_rows = set(read_query_idx(_info_path(root, "query_IDX.txt"), len(test_rows)))
         test = _tracklets(test_rows, test_names, images["test"], min_seq_len)
         query = [t for i, t in test if i in query_rows]
         gallery = [t for i, t in test if i not in query_rows]
 
     if check_files:
-        train_raw = _drop_missing(train_raw, min_seq_len, skip_missing, "train")
-        query = _drop_missing(query, min_seq_len, skip_missing, "query")
-        gallery = _drop_missing(gallery, min_seq_len, skip_missing, "gallery")
+        train_raw = _drop_missing(train_raw, min_seq_len, skip_missing, "train", _info_path(root, "train_name.txt"))
+        query = _drop_missing(query, min_seq_len, skip_missing, "query", _info_path(root, "test_name.txt"))
+        gallery = _drop_missing(gallery, min_seq_len, skip_missing, "gallery", _info_path(root, "test_name.txt"))
 
     pid_map = {pid: label for label, pid in enumerate(sorted({t.pid for t in train_raw}))}
     train = [Tracklet(t.paths, pid_map[t.pid], t.camid, t.modality) for t in train_raw]

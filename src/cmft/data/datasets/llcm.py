@@ -87,8 +87,9 @@ def llcm_draws(root: str | Path, trials: range = TRIALS) -> tuple[dict[Modality,
 
 def _train(root: Path, check_files: bool) -> tuple[list[Tracklet], dict[int, int]]:
     sets: dict[Modality, list[tuple[str, int]]] = {}
+    lists: dict[Modality, Path] = {}
     for mod, name in (("rgb", "train_vis.txt"), ("ir", "train_nir.txt")):
-        path = root / "idx" / name
+        path = lists[mod] = root / "idx" / name
         sets[mod] = read_regdb_list(path)
         if not sets[mod]:
             raise DatasetFormatError(f"{path}: lists no images")
@@ -96,14 +97,15 @@ def _train(root: Path, check_files: bool) -> tuple[list[Tracklet], dict[int, int
     pid_map = {label: i for i, label in enumerate(labels)}
     train: list[Tracklet] = []
     for mod, items in sets.items():
+        mine = []
         for rel, label in items:
             cam = next((int(part[3:]) for part in Path(rel).parts if part.startswith("cam") and part[3:].isdigit()), 0)
-            train.append(Tracklet((str(root / rel),), pid_map[label], cam, mod))
-    if check_files:
-        missing = [t.paths[0] for t in train if not Path(t.paths[0]).is_file()]
+            mine.append(Tracklet((str(root / rel),), pid_map[label], cam, mod))
+        missing = [t.paths[0] for t in mine if not Path(t.paths[0]).is_file()] if check_files else []
         if missing:
-            raise DatasetFormatError(f"{len(missing)} image(s) listed in {root / 'idx'}/train_*.txt are missing on disk, "
+            raise DatasetFormatError(f"{lists[mod]}: {len(missing)} image(s) listed here are missing on disk, "
                                      f"e.g. {missing[0]}")
+        train += mine
     return train, pid_map
 
 

@@ -98,12 +98,12 @@ def load_regdb(root: str | Path, trial: int = 1, check_files: bool = True) -> VI
         )
 
     if check_files:
-        missing = [t.paths[0] for ts in sets.values() for t in ts if not Path(t.paths[0]).is_file()]
-        if missing:
-            shown = "\n  ".join(missing[:5])
-            raise DatasetFormatError(
-                f"{len(missing)} image(s) listed in {root / 'idx'}/*_{trial}.txt are missing on disk, e.g.\n  {shown}"
-            )
+        missing = {key: [t.paths[0] for t in ts if not Path(t.paths[0]).is_file()] for key, ts in sets.items()}
+        if any(missing.values()):
+            where = ", ".join(f"{files[key]} ({len(m)})" for key, m in missing.items() if m)
+            shown = "\n  ".join([p for m in missing.values() for p in m][:5])
+            raise DatasetFormatError(f"{sum(map(len, missing.values()))} image(s) listed in {where} are missing on disk, "
+                                     f"e.g.\n  {shown}")
 
     pid_map = {label: i for i, label in enumerate(sorted(vis_labels))}
     train = [
