@@ -454,33 +454,89 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _image_bytes(array: np.ndarray, fmt: str, mode: str | None = None) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    img = Image.fromarray(array)
+    (img.convert(mode) if mode else img).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _upload_layer(r) -> str:  # noqa: ANN001
+    """Which check answered an upload: the form fields, the content type, the first bytes, the image decoder,
+    or none (embedded and ranked)."""
+    if r.status_code == 200:
+        return "embedded"
+    detail = r.json()["detail"]
+    if "content type" in detail:
+        return "content type"
+    if "is not a JPEG, PNG or BMP image" in detail:
+        return "first bytes"
+    if "cannot be decoded" in detail or "has no pixels" in detail or "pixel" in detail:
+        return "decoder"
+    if "form field" in detail or "no frames" in detail:
+        return "fields"
+    raise AssertionError(f"an answer of no known layer: {r.status_code} {detail}")
+
+
 def test_fuzzed_uploads_get_a_clear_answer(client: TestClient, tmp_path: Path) -> None:
-    """Random and mutated files and form fields: 200 or a 4xx with a message, never a 500, and nothing written
-    outside the temporary folder."""
+    """Uploads with mostly valid form fields and frames that are real images of odd sizes and modes, images
+    broken after a valid header, wrong content types, or random bytes: 200 with ranked results or a 4xx with a
+    message, never a 500, nothing written outside the temporary folder. Every layer (fields, content type, first
+    bytes, decoder, embedding) is reached at least 3 times."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    good = noise_png(24, 12, seed=3)
+    layers = {k: 0 for k in ("fields", "content type", "first bytes", "decoder", "embedded")}
+    rng = np.random.default_rng(3)
 
-    @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-    @given(
-        body=st.one_of(st.binary(max_size=300), st.tuples(st.integers(0, len(good) - 1), st.binary(min_size=1, max_size=8))
-                       .map(lambda e: good[: e[0]] + e[1] + good[e[0] + len(e[1]):])),
-        ctype=st.sampled_from(["image/png", "image/jpeg", "text/plain", "application/octet-stream", ""]),
-        name=st.text(min_size=1, max_size=12).filter(lambda s: "/" not in s and "\x00" not in s),
-        modality=st.sampled_from(["ir", "rgb", "", "thermal", "IR"]),
-        k=st.sampled_from(["1", "5", "-3", "x", ""]),
-    )
-    def check(body: bytes, ctype: str, name: str, modality: str, k: str) -> None:
-        fields = {key: v for key, v in (("modality", modality), ("k", k)) if v}
-        r = upload(client, [(name, body, ctype or "application/octet-stream")], **fields)
+    def real(draw_shape: tuple[int, int], fmt: str, mode: str | None) -> bytes:
+        return _image_bytes(rng.integers(0, 255, (*draw_shape, 3), dtype=np.uint8), fmt, mode)
+
+    ctype_of = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp"}
+    image = st.tuples(st.sampled_from([(24, 12), (1, 1), (3, 200), (64, 32)]), st.sampled_from(["PNG", "JPEG", "BMP"]),
+                      st.sampled_from([None, "L", "RGBA", "P"])).filter(
+        lambda t: not (t[1] == "JPEG" and t[2] in ("RGBA", "P")) and not (t[1] == "BMP" and t[2] == "RGBA"))
+
+    def frame(kind: str, shape: tuple, fmt: str, mode: str | None, cut: int, noise: bytes, name: str) -> tuple[str, bytes, str]:
+        data = real(shape, fmt, mode)
+        if kind == "broken":  # the header stays, so the first bytes pass; the rest is cut or overwritten
+            keep = 8 + cut % max(len(data) - 8, 1)
+            data = data[:keep] + noise if cut % 2 else data[:keep]
+        elif kind == "random":
+            data = noise
+        ctype = "text/plain" if kind == "wrong type" else ctype_of[fmt]
+        return (name, data, ctype)
+
+    frames = st.lists(st.tuples(st.sampled_from(["good", "good", "good", "broken", "random", "wrong type"]), image,
+                                st.integers(0, 10**6), st.binary(min_size=1, max_size=64),
+                                st.text(min_size=1, max_size=12).filter(lambda n: "/" not in n and "\x00" not in n))
+                      .map(lambda t: frame(t[0], *t[1], t[2], t[3], t[4])), min_size=1, max_size=3)
+    fields = st.fixed_dictionaries({
+        "modality": st.one_of(*[st.sampled_from(["ir", "rgb"])] * 6, st.sampled_from(["", "thermal", "IR"])),
+        "k": st.one_of(*[st.sampled_from(["1", "5", "10"])] * 6, st.sampled_from(["", "-3", "x"])),
+    })
+
+    @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(files=frames, form=fields)
+    def check(files: list[tuple[str, bytes, str]], form: dict[str, str]) -> None:
+        r = upload(client, files, **{key: v for key, v in form.items() if v})
         assert r.status_code == 200 or 400 <= r.status_code < 500, (r.status_code, r.text)
-        if r.status_code != 200:
-            assert isinstance(r.json()["detail"], (str, list)) and r.json()["detail"]
+        layer = _upload_layer(r)
+        layers[layer] += 1
+        if layer == "embedded":
+            body = r.json()
+            assert body["query"]["n_frames"] == len(files) and body["results"]
+            assert all(row["modality"] != body["query"]["modality"] for row in body["results"])  # cross-modal by default
+        else:
+            assert isinstance(r.json()["detail"], str) and r.json()["detail"]
 
     before = set(Path.cwd().iterdir())
     check()
     assert set(Path.cwd().iterdir()) == before
+    print("uploads: " + ", ".join(f"{k} {v}" for k, v in layers.items()))
+    assert all(v >= 3 for v in layers.values()), layers
 
 
 def test_service_under_concurrent_load(tmp_path: Path) -> None:
