@@ -99,3 +99,36 @@ def tiny_checkpoint(vcm4: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     r = CliRunner().invoke(app, ["train", "--out", str(run), *tiny_train_overrides(vcm4, "train.epochs=1")])
     assert r.exit_code == 0, r.output
     return run / "last.pt"
+
+
+def reference_directions(sets: dict, protocol: str = "hitsz_vcm") -> dict[str, dict]:
+    """Both directions scored apart from cmft's evaluator: float64 cosine distances of the embeddings and the
+    plain one-query-at-a-time evaluator (``cmft.evaluation.reference``). ``sets``: ``{"ir": Embeddings, "rgb": ...}``."""
+    import numpy as np
+
+    from cmft.evaluation.reference import reference_evaluate
+
+    def unit(x) -> np.ndarray:  # noqa: ANN001
+        x = np.asarray(x, np.float64)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    out = {}
+    for direction, (qm, gm) in {"ir2rgb": ("ir", "rgb"), "rgb2ir": ("rgb", "ir")}.items():
+        q, g = sets[qm], sets[gm]
+        out[direction] = reference_evaluate(-unit(q.feats) @ unit(g.feats).T, q.pids, g.pids, q.camids, g.camids, protocol)
+    return out
+
+
+def assert_metrics_equal(got: dict, want: dict, scale: float = 1.0) -> None:
+    """``got`` (a JSON form: ``cmc`` list or ``rank1``..``rank20``, ``mAP``, ``mINP``) equals the reference ``want``
+    (fractions), with ``scale`` 100 for percent."""
+    import pytest
+
+    assert got["mAP"] == pytest.approx(scale * float(want["mAP"]), abs=1e-6 * scale)
+    assert got["mINP"] == pytest.approx(scale * float(want["mINP"]), abs=1e-6 * scale)
+    if "cmc" in got:
+        assert got["cmc"] == pytest.approx([scale * float(c) for c in want["cmc"]], abs=1e-6 * scale)
+        assert got["num_valid_queries"] == want["num_valid_queries"]
+    else:
+        for r in (1, 5, 10, 20):
+            assert got[f"rank{r}"] == pytest.approx(scale * float(want["cmc"][r - 1]), abs=1e-6 * scale)

@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 
 from cmft.cli import app
 
+from conftest import assert_metrics_equal, reference_directions
+
 runner = CliRunner()
 
 
@@ -37,8 +39,17 @@ def test_baseline_reports_both_directions(tiny_vcm: Path) -> None:
     assert r.exit_code == 0, r.output
     m = json.loads(r.stdout)
     assert set(m) == {"ir2rgb", "rgb2ir"}
-    for d in m.values():
-        assert len(d["cmc"]) == 20 and 0 <= d["mAP"] <= 1 and d["num_valid_queries"] >= 1
+    # the same descriptor's embeddings, scored apart: infrared queries against the visible gallery and back
+    from cmft.data import load_hitsz_vcm
+    from cmft.evaluation.retrieval import ClipSpec, embed_test_sets
+    from cmft.models import GreyMotionDescriptor
+
+    sets = embed_test_sets(GreyMotionDescriptor(), load_hitsz_vcm(tiny_vcm, splits=("test",)),
+                           ClipSpec(seq_len=6, height=32, width=16, workers=0))
+    want = reference_directions(sets)
+    for direction in m:
+        assert_metrics_equal(m[direction], want[direction])
+    assert m["ir2rgb"]["num_valid_queries"] == len(sets["ir"].pids)
 
 
 def _tiny_demo_overrides(root: Path) -> list[str]:
@@ -57,10 +68,24 @@ def test_train_then_eval_with_report(vcm4: Path, tmp_path: Path) -> None:
     r = runner.invoke(app, ["eval", str(run / "best.pt"), "--data", str(vcm4), "--workers", "0", "--json", "--report", str(tmp_path / "rep")])
     assert r.exit_code == 0, r.output
     m = json.loads(r.stdout)
-    assert set(m) == {"ir2rgb", "rgb2ir"} and all(len(v["cmc"]) == 20 for v in m.values())
+    assert set(m) == {"ir2rgb", "rgb2ir"}
+    # the checkpoint's embeddings scored apart from cmft's evaluator give the same numbers
+    from cmft.data import load_hitsz_vcm
+    from cmft.evaluation.retrieval import ClipSpec
+    from cmft.evaluation.trials import evaluate_checkpoint
+
+    sets = evaluate_checkpoint(run / "best.pt", load_hitsz_vcm(vcm4, splits=("test",)), ClipSpec(3, 64, 32, 32, 0)).sets
+    want = reference_directions(sets)
+    for direction in m:
+        assert_metrics_equal(m[direction], want[direction])
     rep = tmp_path / "rep"
     assert {"report.md", "cmc.png", "ranked_ir2rgb.png", "ranked_rgb2ir.png", "metrics.json"} <= {p.name for p in rep.iterdir()}
-    assert "| infrared -> visible |" in (rep / "report.md").read_text()
+    assert json.loads((rep / "metrics.json").read_text()) == m  # the report's numbers are the printed ones
+    report = (rep / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| infrared -> visible |"))
+    cells = [c.strip() for c in row.split("|")[2:-1]]  # Rank-1, -5, -10, -20, mAP, mINP in percent
+    w = want["ir2rgb"]
+    assert cells == [f"{100 * float(v):.2f}" for v in (w["cmc"][0], w["cmc"][4], w["cmc"][9], w["cmc"][19], w["mAP"], w["mINP"])], row
     # a second train into the same folder is refused; --resume continues (here: nothing left to do)
     r = runner.invoke(app, ["train", "-c", str(cfg), "--out", str(run), *_tiny_demo_overrides(vcm4)])
     assert r.exit_code == 2 and "resume" in r.output
@@ -82,12 +107,22 @@ def test_demo_on_given_data(vcm4: Path, tmp_path: Path) -> None:
     # metrics.json: per trained variant and direction, percent, and the number of test identities
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"cmft", "no_fusion"}
-    for variant in metrics.values():
-        assert set(variant) == {"ir_to_rgb", "rgb_to_ir"}
-        for m in variant.values():
-            assert set(m) == {"rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_test_ids"}
-            assert m["num_test_ids"] == 3 and 0 <= m["rank1"] <= m["rank5"] <= m["rank10"] <= m["rank20"] == 100.0
-            assert 0 < m["mAP"] <= 100 and 0 < m["mINP"] <= 100
+    # each variant's numbers are its best checkpoint's, scored apart from cmft's evaluator, in percent
+    from cmft.config import load_config
+    from cmft.data import load_hitsz_vcm
+    from cmft.evaluation.retrieval import ClipSpec
+    from cmft.evaluation.trials import evaluate_checkpoint
+
+    test = load_hitsz_vcm(vcm4, splits=("test",))
+    for variant, run in (("cmft", out / "run"), ("no_fusion", out / "run_no_fusion")):
+        assert set(metrics[variant]) == {"ir_to_rgb", "rgb_to_ir"}
+        spec = ClipSpec.from_config(load_config(run / "config.yaml"))
+        want = reference_directions(evaluate_checkpoint(run / "best.pt", test, spec).sets)
+        for key, direction in (("ir_to_rgb", "ir2rgb"), ("rgb_to_ir", "rgb2ir")):
+            got = metrics[variant][key]
+            assert set(got) == {"rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_test_ids"}
+            assert got["num_test_ids"] == 3
+            assert_metrics_equal(got, want[direction], scale=100)
     ckpt = torch.load(out / "run_no_fusion" / "last.pt", map_location="cpu", weights_only=True)
     assert ckpt["model_args"]["fusion"] == "none" and not any(k.startswith("fusion.") for k in ckpt["model"])
     assert "no fusion baseline" in (out / "report" / "report.md").read_text()

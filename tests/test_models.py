@@ -109,10 +109,35 @@ def test_ccf_returns_attention_and_keeps_no_tensor() -> None:
 @pytest.mark.parametrize("start", [2, 3, 4, 5, 6])
 @pytest.mark.parametrize("branches", [1, 2])
 def test_every_start_level_and_branch_count(start: int, branches: int) -> None:
-    model = create_model("cmft_r18", start=start, branches=branches, num_classes=5)
+    """CCF blocks from conv{start} to conv6, each used: the two streams stay separate (an infrared input never
+    moves the visible feature), the fused feature reads both inputs, and perturbing any one block's weights
+    moves it (with the gates away from their identity initialisation)."""
+    torch.manual_seed(start * 10 + branches)
+    model = create_model("cmft_r18", start=start, branches=branches, num_classes=5).eval()
     assert list(model.fusion.blocks) == [f"conv{k}" for k in range(start, 7)]
-    out = model(rgb=torch.randn(2, 2, 3, 64, 32), ir=torch.randn(2, 2, 3, 64, 32))
-    assert out["feat_fused"].shape == (2, 256 * branches)
+    rgb, ir = torch.randn(2, 2, 3, 64, 32), torch.randn(2, 2, 3, 64, 32)
+    with torch.no_grad():
+        # the gates (eq. 6) start at the identity, zero weights: a level then reaches the output only once
+        # training has moved the next level's gate, so move them as training would
+        for block in model.fusion.blocks.values():
+            if block.gate is not None:
+                block.gate.weight.normal_(0, 0.1)
+                block.gate.bias.normal_(0, 0.1)
+        base = model.forward_features(rgb, ir)
+        assert base["feat_fused"].shape == (2, 256 * branches)
+        other_ir = model.forward_features(rgb, ir + torch.randn_like(ir))
+        other_rgb = model.forward_features(rgb + torch.randn_like(rgb), ir)
+        assert torch.equal(other_ir["feat_rgb"], base["feat_rgb"]) and torch.equal(other_rgb["feat_ir"], base["feat_ir"])
+        assert not torch.allclose(other_ir["feat_fused"], base["feat_fused"], atol=1e-4)
+        assert not torch.allclose(other_rgb["feat_fused"], base["feat_fused"], atol=1e-4)
+        for name, block in model.fusion.blocks.items():
+            saved = {k: v.clone() for k, v in block.state_dict().items()}
+            for p in block.parameters():
+                p.add_(0.5 * torch.randn_like(p))
+            moved = model.forward_features(rgb, ir)["feat_fused"]
+            block.load_state_dict(saved)
+            assert not torch.allclose(moved, base["feat_fused"], atol=1e-4), name
+        assert torch.equal(model.forward_features(rgb, ir)["feat_fused"], base["feat_fused"])  # restored exactly
 
 
 def test_conv6_ccf_parameters_match_paper_table2() -> None:

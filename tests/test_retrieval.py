@@ -21,8 +21,21 @@ def test_extract_embeddings_order_labels_and_flip(tiny_vcm: Path) -> None:
     assert e.feats.shape == (2, 16)
     assert e.pids.tolist() == [t.pid for t in ds.test_rgb] and e.camids.tolist() == [t.camid for t in ds.test_rgb]
     assert calls == [(1, 2), (2, 2)]
-    flipped = extract_embeddings(GreyMotionDescriptor((4, 2)), ds.test_rgb, ClipSpec(4, 32, 16, 1, 0, flip=True))
-    assert not torch.allclose(flipped.feats, e.feats)
+    # flip averages each clip's embedding with its mirror image's: an embedding that mirroring negates (left
+    # half minus right half) averages to zero, one that mirroring keeps (the clip mean) stays as it was
+    def left_minus_right(clips: torch.Tensor, modality: str) -> torch.Tensor:
+        w = clips.shape[-1] // 2
+        return (clips[..., :w] - clips[..., -w:].flip(-1)).mean(dim=(1, 3, 4))
+
+    def mean(clips: torch.Tensor, modality: str) -> torch.Tensor:
+        return clips.mean(dim=(1, 3, 4))
+
+    flip = ClipSpec(4, 32, 16, 1, 0, flip=True)
+    plain = extract_embeddings(left_minus_right, ds.test_rgb, spec).feats
+    assert plain.abs().max() > 1e-3  # the frames are not mirror-symmetric, so the test can tell
+    assert torch.allclose(extract_embeddings(left_minus_right, ds.test_rgb, flip).feats, torch.zeros_like(plain), atol=1e-6)
+    assert torch.allclose(extract_embeddings(mean, ds.test_rgb, flip).feats, extract_embeddings(mean, ds.test_rgb, spec).feats,
+                          atol=1e-6)
 
 
 def test_directions_swap_query_and_gallery(tiny_vcm: Path) -> None:

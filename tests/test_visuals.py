@@ -62,11 +62,30 @@ def test_eval_report_has_the_pictures(tiny_checkpoint: Path, vcm4: Path, tmp_pat
     rep = tmp_path / "rep"
     r = CliRunner().invoke(app, ["eval", str(tiny_checkpoint), "--data", str(vcm4), "--workers", "0", "--json", "--report", str(rep)])
     assert r.exit_code == 0, r.output
-    assert set(json.loads(r.stdout)) == {"ir2rgb", "rgb2ir"}
+    metrics = json.loads(r.stdout)
     files = {p.name for p in rep.iterdir()}
     assert {"embedding.png", "attention.png", "cmc.png", "ranked_ir2rgb.png", "report.md"} <= files
     text = (rep / "report.md").read_text()
     assert "![embedding](embedding.png)" in text and "![attention](attention.png)" in text
+    # what the report shows is the checkpoint's test set: the metrics of its embeddings scored apart, the table
+    # in report.md with those numbers, and the embedding map drawn from those embeddings, pixel for pixel
+    from cmft.data import load_hitsz_vcm
+    from cmft.evaluation.report import metrics_markdown
+    from cmft.evaluation.retrieval import ClipSpec
+    from cmft.evaluation.trials import evaluate_checkpoint
+
+    from conftest import assert_metrics_equal, reference_directions
+
+    sets = evaluate_checkpoint(tiny_checkpoint, load_hitsz_vcm(vcm4, splits=("test",)), ClipSpec(3, 64, 32, 32, 0)).sets
+    want = reference_directions(sets)
+    for direction in ("ir2rgb", "rgb2ir"):
+        assert_metrics_equal(metrics[direction], want[direction])
+    assert metrics_markdown(metrics) in text
+    again = embedding_plot({m: sets[m].feats.numpy() for m in ("rgb", "ir")}, {m: sets[m].pids for m in ("rgb", "ir")},
+                           tmp_path / "again.png")
+    shown, drawn = np.asarray(Image.open(rep / "embedding.png")), np.asarray(Image.open(again))
+    assert shown.shape == drawn.shape and np.array_equal(shown, drawn)
+    assert np.asarray(Image.open(rep / "attention.png").convert("L")).std() > 1  # a picture, not a blank canvas
 
 
 def test_eval_report_warns_about_a_failed_picture(tiny_checkpoint: Path, vcm4: Path, tmp_path: Path,
