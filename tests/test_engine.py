@@ -129,12 +129,8 @@ def test_nan_gradient_with_a_finite_loss_is_caught_before_the_step(vcm4: Path, t
         return original(self, out, labels, stage)
 
     monkeypatch.setattr(Objective, "__call__", nan_gradient)
-    cfg = load_config(None, tiny_train_overrides(vcm4, "train.max_steps_per_epoch=2", "train.eval_every=0"))
-    with pytest.raises(TrainingDiverged, match=r"gradient norm became non-finite at epoch 1 step 1.*last good checkpoint .*last.pt"):
-        train(cfg, tmp_path / "g")
+    _stops_keeping_epoch_0(vcm4, tmp_path / "g", r"gradient norm became non-finite at epoch 1 step 1.*last good checkpoint .*last.pt")
     assert calls[0] == 4
-    ckpt = load_checkpoint(tmp_path / "g" / "last.pt")
-    assert ckpt["epoch"] == 0 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
 def test_blow_up_at_an_epochs_last_step_is_never_saved(vcm4: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,11 +148,17 @@ def test_blow_up_at_an_epochs_last_step_is_never_saved(vcm4: Path, tmp_path: Pat
         return out
 
     monkeypatch.setattr(torch.optim.SGD, "step", overflowing_step)
-    cfg = load_config(None, tiny_train_overrides(vcm4, "train.max_steps_per_epoch=2", "train.eval_every=0"))
-    with pytest.raises(TrainingDiverged, match=r"weights became non-finite at the end of epoch 1"):
-        train(cfg, tmp_path / "w")
+    _stops_keeping_epoch_0(vcm4, tmp_path / "w", r"weights became non-finite at the end of epoch 1")
     assert calls[0] == 4
-    ckpt = load_checkpoint(tmp_path / "w" / "last.pt")
+
+
+def _stops_keeping_epoch_0(vcm4: Path, run: Path, match: str) -> None:
+    """A 3-epoch run of 2 steps an epoch with a fault planted in epoch 1 stops with ``match``, and last.pt is
+    epoch 0's, every weight finite."""
+    cfg = load_config(None, tiny_train_overrides(vcm4, "train.max_steps_per_epoch=2", "train.eval_every=0"))
+    with pytest.raises(TrainingDiverged, match=match):
+        train(cfg, run)
+    ckpt = load_checkpoint(run / "last.pt")
     assert ckpt["epoch"] == 0 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
