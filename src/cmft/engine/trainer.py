@@ -276,7 +276,7 @@ def train(
                     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
                 if not scaler.is_enabled():  # under fp16 loss scaling a non-finite gradient is expected: the step is skipped
                     if grad_norm is None:
-                        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+                        grad_norm = _grad_norm(model)
                     bad = ranks_where(not math.isfinite(float(grad_norm)), dist_info, device)
                     if bad:
                         raise _diverged("gradient norm", bad, dist_info, f"epoch {epoch} step {step}", ckpt_path)
@@ -345,6 +345,15 @@ def _diverged(what: str, bad: list[int], info: DistInfo, when: str, ckpt_path: P
         f"the last good checkpoint is {ckpt_path if ckpt_path.exists() else 'none yet'}. "
         "Lower optim.lr, set optim.clip_grad, or try train.amp=fp32."
     )
+
+
+def _grad_norm(model: torch.nn.Module) -> torch.Tensor:
+    """The L2 norm of all gradients together (what ``clip_grad_norm_`` reports), without clipping."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    total = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6: fused
+    return total(grads) if total else torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
 def _finite_weights(model: torch.nn.Module) -> bool:
