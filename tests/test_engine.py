@@ -98,6 +98,41 @@ def test_crash_and_resume_is_exact(vcm4: Path, tmp_path: Path) -> None:
     assert (tmp_path / "b" / "config.yaml").exists() and (tmp_path / "b" / "log.jsonl").read_text().count('"kind": "eval"') == 3
 
 
+def test_deterministic_flag_holds_during_training_and_is_undone(vcm4: Path, tmp_path: Path) -> None:
+    """``train.deterministic``: every step runs under ``torch.use_deterministic_algorithms`` with cuDNN
+    deterministic (no CPU op of the training step refuses it), and the settings before the run come back."""
+    seen = []
+
+    class Watch:
+        def step(self, *args: object) -> None:
+            seen.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic))
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    cfg = load_config(None, tiny_train_overrides(vcm4, "train.epochs=1", "train.deterministic=true"))
+    train(cfg, tmp_path / "d", reporter=Watch())
+    assert seen and all(s == (True, True) for s in seen)
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_crash_and_resume_is_exact_on_cuda_with_the_deterministic_flag(vcm4: Path, tmp_path: Path) -> None:
+    """On CUDA, exact resume needs ``train.deterministic`` (cuDNN, attention and pooling backward kernels
+    otherwise accumulate in a varying order): with it, a crashed and resumed run equals an uninterrupted one."""
+    cfg = load_config(None, tiny_train_overrides(vcm4, "train.device=cuda", "train.deterministic=true", "train.amp=fp32"))
+    train(cfg, tmp_path / "a")
+
+    class Crash:
+        def epoch_end(self, epoch: int, record: dict) -> None:
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "b", reporter=Crash())
+    train(cfg, tmp_path / "b", resume=True)
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
 def test_checkpoint_rebuilds_the_model(vcm4: Path, tmp_path: Path) -> None:
     cfg = load_config(None, tiny_train_overrides(vcm4, "train.epochs=1"))
     train(cfg, tmp_path / "r")

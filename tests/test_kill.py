@@ -28,7 +28,7 @@ def _overrides(vcm4: Path) -> list[str]:
     # a record in log.jsonl after every step tells the test that training has started; an evaluation every epoch
     # makes best.pt move along with last.pt
     return tiny_train_overrides(vcm4, f"train.epochs={EPOCHS}", "train.max_steps_per_epoch=2", "train.eval_every=1",
-                                "data.workers=0", "train.log_every=1")
+                                "data.workers=0", "train.log_every=1", "train.deterministic=true")  # exact on CUDA too
 
 
 def _cmft(*args: str) -> list[str]:
@@ -148,7 +148,8 @@ def test_regdb_trials_killed_anywhere_keeps_finished_trials(tmp_path: Path) -> N
     from test_image_datasets_cli import TINY, write_regdb
 
     root = write_regdb(tmp_path / "regdb")
-    tiny = [*[o for o in TINY if not o.startswith("train.epochs")], "train.epochs=2", "train.eval_every=0", "train.log_every=1"]
+    tiny = [*[o for o in TINY if not o.startswith("train.epochs")], "train.epochs=2", "train.eval_every=0", "train.log_every=1",
+            "train.deterministic=true"]
 
     def cmd(out: Path) -> list[str]:
         return _cmft("regdb-trials", "--data", str(root), "--out", str(out), "--trials", "1-2", "--workers", "0", *tiny)

@@ -230,3 +230,21 @@ def test_bad_model_arguments() -> None:
         create_model("cmft_r18", colour="red")
     with pytest.raises(ValueError, match=r"\(B, T, 3, H, W\)"):
         create_model("dual_r18")(rgb=torch.zeros(2, 3, 64, 32))
+
+
+@pytest.mark.parametrize(("size_in", "size_out"), [((16, 8), (4, 2)), ((7, 5), (3, 2)), ((9, 4), (4, 4)), ((5, 3), (5, 3)),
+                                                    ((11, 13), (6, 7))])
+def test_exact_adaptive_pool_equals_pytorchs(size_in: tuple[int, int], size_out: tuple[int, int]) -> None:
+    """The CCF's pooling as two matrix products (its path under deterministic CUDA) gives adaptive_avg_pool2d's
+    averages, windows that do not divide evenly included, and the same gradients."""
+    import torch.nn.functional as F
+
+    from cmft.models.ccf import exact_adaptive_avg_pool
+
+    x = torch.randn(3, 4, *size_in, dtype=torch.float64, requires_grad=True)
+    got, want = exact_adaptive_avg_pool(x, size_out), F.adaptive_avg_pool2d(x, size_out)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    g = torch.randn_like(want)
+    (gx,) = torch.autograd.grad(got, x, g)
+    (wx,) = torch.autograd.grad(want, x, g)
+    torch.testing.assert_close(gx, wx, rtol=0, atol=1e-12)

@@ -121,6 +121,7 @@ class TrainConfig:
     seed: int = 0
     max_steps_per_epoch: int | None = None  # cap for quick runs and benchmarks
     device: str = "auto"  # auto, cpu, cuda, cuda:N
+    deterministic: bool = False  # exact, repeatable CUDA kernels (slower); CPU runs are exact either way
 
 
 @dataclass

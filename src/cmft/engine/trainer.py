@@ -7,6 +7,7 @@ epochs and steps. Everything a run writes lives in its run folder: ``config.yaml
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -24,7 +25,7 @@ from cmft.config import Config, config_from_dict, save_config
 from cmft.data.datasets.registry import load_dataset
 from cmft.data.loader import build_train_loader
 from cmft.data.types import VIDataset
-from cmft.devices import resolve_device
+from cmft.devices import deterministic_algorithms, resolve_device
 from cmft.engine.checkpoint import (
     load_checkpoint,
     rng_state,
@@ -186,7 +187,16 @@ def evaluate_model(
 def train(
     cfg: Config, run_dir: str | Path, resume: bool = False, reporter: Reporter | None = None, dataset: VIDataset | None = None
 ) -> TrainResult:
-    """Train (or resume) a run in ``run_dir``; returns the best and last evaluation."""
+    """Train (or resume) a run in ``run_dir``; returns the best and last evaluation. With
+    ``train.deterministic`` the run uses exact, repeatable kernels, and the previous settings return after."""
+    with contextlib.ExitStack() as scope:
+        return _train(cfg, run_dir, resume, reporter, dataset, scope)
+
+
+def _train(
+    cfg: Config, run_dir: str | Path, resume: bool, reporter: Reporter | None, dataset: VIDataset | None,
+    scope: contextlib.ExitStack,
+) -> TrainResult:
     run_dir = Path(run_dir)
     device = resolve_device(cfg.train.device)
     dist_info: DistInfo = init_distributed(str(device))
@@ -204,6 +214,7 @@ def train(
         cfg = config_from_dict(ckpt["config"])  # a resumed run keeps its own configuration
     elif resume:
         raise FileNotFoundError(f"{ckpt_path}: nothing to resume")
+    scope.enter_context(deterministic_algorithms(cfg.train.deterministic))  # the run's own config, resumed or not
     seed_everything(cfg.train.seed + dist_info.rank)
 
     # data

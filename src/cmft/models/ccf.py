@@ -8,6 +8,8 @@ k..6, each recalibrated by the previous level's fused tokens.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,10 +29,46 @@ class CrossAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         weights = None
-        for attn, norm in zip(self.attn, self.norm):
-            a, weights = attn(q, kv, kv, need_weights=need_weights)
-            q = norm(a + q)
+        with _exact_attention(q):
+            for attn, norm in zip(self.attn, self.norm):
+                a, weights = attn(q, kv, kv, need_weights=need_weights)
+                q = norm(a + q)
         return q, weights
+
+
+def _exact_attention(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Under ``torch.use_deterministic_algorithms`` on CUDA, the math attention kernel (the fused kernels'
+    backward accumulates with atomics); otherwise whatever PyTorch picks."""
+    if x.device.type == "cuda" and torch.are_deterministic_algorithms_enabled():
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
+
+
+def pool_matrix(size_in: int, size_out: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(size_out, size_in)`` averaging weights of adaptive average pooling along one axis: output ``i`` is the
+    mean of inputs ``floor(i * n / m)`` to ``ceil((i + 1) * n / m) - 1``, as ``adaptive_avg_pool2d`` defines it."""
+    i = torch.arange(size_out)
+    start, end = (i * size_in) // size_out, -((-(i + 1) * size_in) // size_out)
+    j = torch.arange(size_in)
+    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
+    return (inside.double() / (end - start)[:, None]).to(dtype=dtype, device=device)
+
+
+def adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``adaptive_avg_pool2d`` over the last two axes. Under ``torch.use_deterministic_algorithms`` on CUDA, the
+    same averages as two matrix products, whose backward is deterministic (the pool's CUDA backward is not)."""
+    if not (x.device.type == "cuda" and torch.are_deterministic_algorithms_enabled()):
+        return F.adaptive_avg_pool2d(x, size)
+    return exact_adaptive_avg_pool(x, size)
+
+
+def exact_adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Adaptive average pooling as ``P_h @ x @ P_w^T`` with :func:`pool_matrix` weights (any device)."""
+    ph = pool_matrix(x.shape[-2], size[0], x.dtype, x.device)
+    pw = pool_matrix(x.shape[-1], size[1], x.dtype, x.device)
+    return ph @ x @ pw.T
 
 
 class CCF(nn.Module):
@@ -78,7 +116,7 @@ def spatial_tokens(x: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor
     """``(B, T, C, h, w)`` -> tokens ``(B, T*h'*w', C)`` average-pooled to at most ``grid`` per frame."""
     b, t, c, h, w = x.shape
     size = (min(h, grid[0]), min(w, grid[1]))
-    y = F.adaptive_avg_pool2d(x.flatten(0, 1), size) if size != (h, w) else x.flatten(0, 1)
+    y = adaptive_avg_pool(x.flatten(0, 1), size) if size != (h, w) else x.flatten(0, 1)
     return y.view(b, t, c, -1).transpose(2, 3).reshape(b, t * size[0] * size[1], c), size
 
 
@@ -92,7 +130,7 @@ def resample_tokens(z: torch.Tensor, t: int, src: tuple[int, int] | None, dst: t
         return frames.mean(dim=(2, 3))
     if src == dst:
         return z
-    y = F.adaptive_avg_pool2d(frames.permute(0, 1, 4, 2, 3).flatten(0, 1), dst)  # (B*T, D, h', w')
+    y = adaptive_avg_pool(frames.permute(0, 1, 4, 2, 3).flatten(0, 1), dst)  # (B*T, D, h', w')
     return y.view(b, t, d, -1).transpose(2, 3).reshape(b, -1, d)
 
 
