@@ -108,7 +108,7 @@ def regdb_trials(
 ) -> None:
     """RegDB's protocol: train one model per split, evaluate each on its own test split (both directions), report
     the mean and standard deviation. Finished trials are kept; an interrupted one resumes."""
-    from cmft.evaluation.trials import run_regdb_trials
+    from cmft.engine.regdb import run_regdb_trials
 
     picks = _parse_trials(trials)
     try:

@@ -1,4 +1,5 @@
-"""Self-describing checkpoints, written atomically, read with ``weights_only=True``.
+"""Self-describing checkpoints, written atomically (reading them, and rebuilding their model, is
+:mod:`cmft.models.checkpoint`: inference needs no training engine).
 
 A checkpoint holds the resolved config, the model's name and constructor arguments, the stage and
 epoch, the weights, optimiser / scheduler / scaler states and every RNG state, so a run resumes
@@ -16,7 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-FORMAT = "cmft-checkpoint-v1"
+from cmft.models.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint  # re-exported: their old home
+
+__all__ = ["FORMAT", "load_checkpoint", "model_from_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -54,31 +57,3 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a cmft checkpoint safely; a clear error for a missing, torn or foreign file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: cannot read as a checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a cmft checkpoint (no '{FORMAT}' marker)")
-    return ckpt
-
-
-def model_from_checkpoint(ckpt: dict[str, Any] | str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
-    from cmft.models.cmft import CMFT
-
-    if not isinstance(ckpt, dict):
-        ckpt = load_checkpoint(ckpt)
-    args = dict(ckpt["model_args"])
-    args["pretrained"] = None  # the weights come from the checkpoint
-    args["pool_grid"] = tuple(args.get("pool_grid", (16, 8)))
-    model = CMFT(**args)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval()

@@ -1,10 +1,10 @@
 """Evaluation runs: a checkpoint on a dataset's test split, SYSU-MM01's ten single-shot gallery draws (query
-features embedded once, every gallery image embedded once for all draws), and RegDB's ten splits (one model
-trained and scored per split), with the mean / standard deviation of any set of runs."""
+features embedded once, every gallery image embedded once for all draws), LLCM's gallery draws, and the mean /
+standard deviation of any set of runs. RegDB's ten splits, which train a model each, are
+:func:`cmft.engine.regdb.run_regdb_trials`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +73,7 @@ def _checkpoint_model(
     checkpoint: str | Path | dict[str, Any], device: str | torch.device | None
 ) -> tuple[dict[str, Any], torch.nn.Module, str | torch.device]:
     """The loaded checkpoint, its model on ``device`` (default: the GPU when there is one, :func:`~cmft.devices.resolve_device`), and that device."""
-    from cmft.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from cmft.models.checkpoint import load_checkpoint, model_from_checkpoint
 
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     device = resolve_device(device or "auto")
@@ -169,85 +169,3 @@ def evaluate_llcm_checkpoint(
     _, model, device = _checkpoint_model(checkpoint, device)
     out = evaluate_llcm(model.embed, root, spec, device, range(trials), progress, rerank)
     return {d: r["mean"] for d, r in out.items()}
-
-
-REGDB_SPLITS = range(1, 11)
-TrainRun = Callable[[Any, Path, bool, VIDataset], object]
-"""``(config, run folder, resume, dataset) -> anything``: trains (or resumes) one run."""
-CheckpointScore = Callable[[Path, VIDataset, ClipSpec], dict[str, dict]]
-"""``(checkpoint, dataset, spec) -> metrics per direction``."""
-
-
-@dataclass
-class RegdbTrials:
-    """Every trial's metrics, their mean / standard deviation per direction, and the ``summary.json`` written."""
-
-    picks: list[int]
-    per_trial: dict[int, dict[str, dict]]
-    summary: dict[str, dict[str, Any]]
-    path: Path
-
-
-def _train_run(cfg: Any, run_dir: Path, resume: bool, dataset: VIDataset) -> object:
-    from cmft.engine.trainer import train
-
-    return train(cfg, run_dir, resume=resume, dataset=dataset)
-
-
-def _score(checkpoint: Path, dataset: VIDataset, spec: ClipSpec) -> dict[str, dict]:
-    return evaluate_checkpoint(checkpoint, dataset, spec).results
-
-
-def run_regdb_trials(
-    data: str | Path,
-    out: str | Path,
-    picks: Sequence[int],
-    config: str | Path | None = None,
-    overrides: Sequence[str] = (),
-    workers: int = 2,
-    train_run: TrainRun | None = None,
-    score: CheckpointScore | None = None,
-    log: Callable[[str], None] | None = None,
-    on_trial: Callable[[int, Path, dict[str, dict]], None] | None = None,
-) -> RegdbTrials:
-    """RegDB's protocol: for each split in ``picks`` train one model in ``out/trial<N>/`` (a finished run is kept,
-    an interrupted one resumed), score its best checkpoint on its own test split (both directions), then write
-    the mean and standard deviation to ``out/summary.json``.
-
-    ``train_run`` and ``score`` replace the plain training and evaluation (e.g. with progress bars); ``log`` gets
-    a line per trial before its training, ``on_trial(trial, checkpoint, metrics)`` each trial's result. Errors
-    (ConfigError, DatasetFormatError, FileNotFoundError, ValueError, TrainingDiverged) propagate.
-    """
-    from cmft.atomic import write_text_atomic
-    from cmft.config import load_config
-    from cmft.data.datasets.registry import load_dataset
-    from cmft.engine.checkpoint import load_checkpoint
-    from cmft.evaluation.report import jsonable_metrics
-
-    data, out = Path(data), Path(out)
-    picks = sorted(set(picks))
-    if not picks or picks[0] < REGDB_SPLITS.start or picks[-1] >= REGDB_SPLITS.stop:
-        raise ValueError(f"RegDB has splits 1..10; got {picks}")
-    train_run, score, log = train_run or _train_run, score or _score, log or (lambda line: None)
-    per_trial: dict[int, dict[str, dict]] = {}
-    for t in picks:
-        cfg = load_config(config, [*overrides, f"data.root={data}", "data.dataset=regdb", f"data.trial={t}"])
-        ds = load_dataset("regdb", data, trial=t, check_files=True)
-        run_dir = out / f"trial{t}"
-        last = run_dir / "last.pt"
-        done = last.exists() and load_checkpoint(last)["epoch"] + 1 >= cfg.train.epochs
-        if done:
-            log(f"trial {t}: already trained in {run_dir}")
-        else:
-            log(f"trial {t}: {'resuming' if last.exists() else 'training'} in {run_dir}")
-            train_run(cfg, run_dir, last.exists(), ds)
-        best = run_dir / ("best.pt" if (run_dir / "best.pt").exists() else "last.pt")
-        spec = ClipSpec.from_config(cfg, workers=workers)
-        per_trial[t] = score(best, ds, spec)
-        if on_trial is not None:
-            on_trial(t, best, per_trial[t])
-    summary = {d: aggregate_trials([r[d] for r in per_trial.values()]) for d in ("rgb2ir", "ir2rgb")}
-    payload = {"trials": picks, "mean": jsonable_metrics(summary),
-               "per_trial": {str(t): jsonable_metrics(r) for t, r in per_trial.items()}}
-    write_text_atomic(out / "summary.json", json.dumps(payload, indent=2))
-    return RegdbTrials(picks, per_trial, summary, out / "summary.json")

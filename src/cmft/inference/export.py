@@ -88,7 +88,7 @@ def load_source(source: Source) -> tuple[nn.Module, dict[str, Any]]:
     The info dict has ``height``, ``width``, ``seq_len`` (``None`` for a bare model), ``model_name``,
     ``checkpoint`` and ``epoch``. Raises ``FileNotFoundError`` / ``ValueError`` for a missing or bad checkpoint.
     """
-    from cmft.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from cmft.models.checkpoint import load_checkpoint, model_from_checkpoint
 
     if isinstance(source, nn.Module):
         return source, {"height": None, "width": None, "seq_len": None, "model_name": type(source).__name__,

@@ -28,7 +28,7 @@ class Extractor:
 
     def __init__(self, checkpoint: str | Path | dict[str, Any], device: str = "auto", amp: bool | None = None,
                  batch_size: int = 32, seq_len: int | None = None) -> None:
-        from cmft.engine.checkpoint import load_checkpoint, model_from_checkpoint
+        from cmft.models.checkpoint import load_checkpoint, model_from_checkpoint
 
         ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
         self.device = resolve_device(device)
