@@ -193,11 +193,57 @@ def train(
         return _train(cfg, run_dir, resume, reporter, dataset, scope)
 
 
+@dataclass
+class _Run:
+    """What one training run holds from epoch to epoch."""
+
+    cfg: Config
+    run_dir: Path
+    device: torch.device
+    dist: DistInfo
+    dataset: VIDataset
+    loader: Any
+    steps_per_epoch: int
+    model: torch.nn.Module
+    train_model: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    objective: Objective
+    logger: _Logger
+    reporter: Reporter | None
+    best: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    last_eval: dict[str, Any] | None = None
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+
 def _train(
     cfg: Config, run_dir: str | Path, resume: bool, reporter: Reporter | None, dataset: VIDataset | None,
     scope: contextlib.ExitStack,
 ) -> TrainResult:
-    run_dir = Path(run_dir)
+    run, start_epoch = _setup(cfg, Path(run_dir), resume, reporter, dataset, scope)
+    try:
+        for epoch in range(start_epoch, run.cfg.train.epochs):
+            record = train_one_epoch(run, epoch)
+            _evaluate_and_checkpoint(run, epoch, record)
+            _call(reporter, "epoch_end", epoch, record)
+    finally:
+        run.logger.close()
+        shutdown(run.dist)
+    return TrainResult(run.run_dir, len(run.history), run.best, run.last_eval, run.history)
+
+
+def _setup(
+    cfg: Config, run_dir: Path, resume: bool, reporter: Reporter | None, dataset: VIDataset | None,
+    scope: contextlib.ExitStack,
+) -> tuple[_Run, int]:
+    """Device and process group, the checkpoint to resume (whose config then rules), data, model, optimiser,
+    precision; returns the run and its first epoch."""
     device = resolve_device(cfg.train.device)
     dist_info: DistInfo = init_distributed(str(device))
     if dist_info.enabled and device.type == "cuda":
@@ -217,7 +263,6 @@ def _train(
     scope.enter_context(deterministic_algorithms(cfg.train.deterministic))  # the run's own config, resumed or not
     seed_everything(cfg.train.seed + dist_info.rank)
 
-    # data
     if dataset is None:
         dataset = load_dataset(cfg.data.dataset, cfg.data.root, trial=cfg.data.trial, mode=cfg.data.search_mode,
                                skip_missing=cfg.data.skip_missing, splits=("train", "test"),
@@ -225,7 +270,6 @@ def _train(
     loader = build_train_loader(dataset, cfg.data, cfg.train.seed, dist_info.world_size, dist_info.rank)
     steps_per_epoch = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader), cfg.train.max_steps_per_epoch)
 
-    # model, optimiser, precision
     model = create_model(cfg.model.name, num_classes=dataset.num_train_pids, **cfg.model.args.overrides()).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -233,7 +277,6 @@ def _train(
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.epochs, steps_per_epoch)
     amp_dtype = autocast_dtype(cfg.train.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    objective = Objective(cfg.loss)
 
     start_epoch, best, history = 0, None, []
     if ckpt is not None:
@@ -253,100 +296,108 @@ def _train(
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-    logger = _Logger(run_dir, dist_info.is_main)
     last_eval = history[-1]["eval"] if history and "eval" in history[-1] else None
-    try:
-        for epoch in range(start_epoch, cfg.train.epochs):
-            stage = objective.stage(epoch)
-            loader.sampler.set_epoch(epoch)
-            model.train()
-            _call(reporter, "epoch_start", epoch, stage, steps_per_epoch)
-            sums: dict[str, float] = {}
-            t0, clips = time.perf_counter(), 0
-            for step, batch in enumerate(loader):
-                if step >= steps_per_epoch:
-                    break
-                rgb = batch["rgb"].to(device, non_blocking=True)
-                ir = batch["ir"].to(device, non_blocking=True)
-                labels = batch["label"].to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out = train_model(rgb=rgb, ir=ir)
-                loss, parts = objective(out, labels, stage)
-                parts["total"] = float(loss.detach())
-                parts.update(identity_accuracies(out, labels))
-                # every rank checks every rank's loss before any gradient is exchanged: a NaN on one rank
-                # would otherwise be averaged into every rank's weights and could be checkpointed
-                bad = ranks_where(not math.isfinite(parts["total"]), dist_info, device)
-                if bad:
-                    raise _diverged("loss", bad, dist_info, f"epoch {epoch} step {step}", ckpt_path)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                grad_norm = None
-                if cfg.optim.clip_grad:
-                    scaler.unscale_(optimizer)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
-                if not scaler.is_enabled():  # under fp16 loss scaling a non-finite gradient is expected: the step is skipped
-                    if grad_norm is None:
-                        grad_norm = _grad_norm(model)
-                    bad = ranks_where(not math.isfinite(float(grad_norm)), dist_info, device)
-                    if bad:
-                        raise _diverged("gradient norm", bad, dist_info, f"epoch {epoch} step {step}", ckpt_path)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                clips += 2 * len(labels) * dist_info.world_size
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                lr = max(g["lr"] for g in optimizer.param_groups)
-                rate = clips / max(time.perf_counter() - t0, 1e-9)
-                _call(reporter, "step", epoch, step, parts, lr, rate)
-                if dist_info.is_main and (step + 1) % cfg.train.log_every == 0:
-                    logger.log({"kind": "train", "epoch": epoch, "step": epoch * steps_per_epoch + step, "stage": stage,
-                                "lr": lr, "clips_per_s": rate, **parts}, epoch * steps_per_epoch + step)
-            n = max(steps_per_epoch, 1)
-            record: dict[str, Any] = {"epoch": epoch, "stage": stage, "seconds": time.perf_counter() - t0,
-                                      "clips_per_s": clips / max(time.perf_counter() - t0, 1e-9),
-                                      **{(k if k.startswith("acc_") else f"loss_{k}"): v / n for k, v in sums.items()}}
-            # a blow-up at the epoch's last step (finite loss and gradient, non-finite update) must not be saved
-            bad = ranks_where(not _finite_weights(model), dist_info, device)
+    run = _Run(cfg, run_dir, device, dist_info, dataset, loader, steps_per_epoch, model, train_model, optimizer, scheduler,
+               scaler, amp_dtype, Objective(cfg.loss), _Logger(run_dir, dist_info.is_main), reporter, best, history, last_eval)
+    return run, start_epoch
+
+
+def train_one_epoch(run: _Run, epoch: int) -> dict[str, Any]:
+    """One epoch of steps, every guard on every rank (loss, then gradient norm, before the optimiser; the
+    weights at the end); returns the epoch's record (mean losses and accuracies, speed)."""
+    cfg, device, dist_info = run.cfg, run.device, run.dist
+    stage = run.objective.stage(epoch)
+    run.loader.sampler.set_epoch(epoch)
+    run.model.train()
+    _call(run.reporter, "epoch_start", epoch, stage, run.steps_per_epoch)
+    sums: dict[str, float] = {}
+    t0, clips = time.perf_counter(), 0
+    for step, batch in enumerate(run.loader):
+        if step >= run.steps_per_epoch:
+            break
+        rgb = batch["rgb"].to(device, non_blocking=True)
+        ir = batch["ir"].to(device, non_blocking=True)
+        labels = batch["label"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+            out = run.train_model(rgb=rgb, ir=ir)
+        loss, parts = run.objective(out, labels, stage)
+        parts["total"] = float(loss.detach())
+        parts.update(identity_accuracies(out, labels))
+        # every rank checks every rank's loss before any gradient is exchanged: a NaN on one rank
+        # would otherwise be averaged into every rank's weights and could be checkpointed
+        bad = ranks_where(not math.isfinite(parts["total"]), dist_info, device)
+        if bad:
+            raise _diverged("loss", bad, dist_info, f"epoch {epoch} step {step}", run.ckpt_path)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        grad_norm = None
+        if cfg.optim.clip_grad:
+            run.scaler.unscale_(run.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optim.clip_grad)
+        if not run.scaler.is_enabled():  # under fp16 loss scaling a non-finite gradient is expected: the step is skipped
+            if grad_norm is None:
+                grad_norm = _grad_norm(run.model)
+            bad = ranks_where(not math.isfinite(float(grad_norm)), dist_info, device)
             if bad:
-                raise _diverged("weights", bad, dist_info, f"the end of epoch {epoch}", ckpt_path)
-            last_epoch = epoch == cfg.train.epochs - 1
-            due = last_epoch or (cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0)
-            is_best = False
-            if due:
-                _call(reporter, "evaluating", epoch)
-                metrics = evaluate_model(model, dataset, cfg, device, amp_dtype, dist_info)
-                if dist_info.is_main:
-                    last_eval = _jsonable({"epoch": epoch, "score": _eval_score(metrics), **metrics})
-                    record["eval"] = last_eval
-                    is_best = best is None or last_eval["score"] > best["score"]
-                    if is_best:
-                        best = last_eval
-                    logger.log({"kind": "eval", "epoch": epoch, "score": last_eval["score"],
-                                **{f"{dn}_{k}": (float(m["cmc"][0]) if k == "rank1" else float(m[k]))
-                                   for dn, m in metrics.items() for k in ("rank1", "mAP", "mINP")}}, (epoch + 1) * steps_per_epoch)
-                barrier(dist_info)
-            history.append(_jsonable(record))
-            rngs = every_rank(rng_state(), dist_info)  # each rank draws its own augmentations: keep every rank's state
-            if dist_info.is_main:
-                logger.log({"kind": "epoch", **{k: v for k, v in record.items() if k != "eval"}}, (epoch + 1) * steps_per_epoch)
-                payload = {
-                    "config": cfg.to_dict(), "model_name": cfg.model.name, "model_args": model.args,
-                    "num_classes": dataset.num_train_pids, "epoch": epoch, "stage": stage,
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "best": best, "history": history,
-                }
-                # best.pt before last.pt: a process killed between the two resumes from the previous last.pt,
-                # re-trains this epoch identically and writes both again, so best.pt never lags last.pt's record
-                if is_best:
-                    save_checkpoint(run_dir / "best.pt", payload)
-                save_checkpoint(ckpt_path, payload)
-            _call(reporter, "epoch_end", epoch, record)
-    finally:
-        logger.close()
-        shutdown(dist_info)
-    return TrainResult(run_dir, len(history), best, last_eval, history)
+                raise _diverged("gradient norm", bad, dist_info, f"epoch {epoch} step {step}", run.ckpt_path)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        clips += 2 * len(labels) * dist_info.world_size
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v
+        lr = max(g["lr"] for g in run.optimizer.param_groups)
+        rate = clips / max(time.perf_counter() - t0, 1e-9)
+        _call(run.reporter, "step", epoch, step, parts, lr, rate)
+        if dist_info.is_main and (step + 1) % cfg.train.log_every == 0:
+            run.logger.log({"kind": "train", "epoch": epoch, "step": epoch * run.steps_per_epoch + step, "stage": stage,
+                            "lr": lr, "clips_per_s": rate, **parts}, epoch * run.steps_per_epoch + step)
+    n = max(run.steps_per_epoch, 1)
+    record: dict[str, Any] = {"epoch": epoch, "stage": stage, "seconds": time.perf_counter() - t0,
+                              "clips_per_s": clips / max(time.perf_counter() - t0, 1e-9),
+                              **{(k if k.startswith("acc_") else f"loss_{k}"): v / n for k, v in sums.items()}}
+    # a blow-up at the epoch's last step (finite loss and gradient, non-finite update) must not be saved
+    bad = ranks_where(not _finite_weights(run.model), dist_info, device)
+    if bad:
+        raise _diverged("weights", bad, dist_info, f"the end of epoch {epoch}", run.ckpt_path)
+    return record
+
+
+def _evaluate_and_checkpoint(run: _Run, epoch: int, record: dict[str, Any]) -> None:
+    """Evaluate when due (``train.eval_every``, and the last epoch), then write best.pt (when it is the best)
+    and last.pt with every rank's RNG state."""
+    cfg, dist_info = run.cfg, run.dist
+    step = (epoch + 1) * run.steps_per_epoch
+    due = epoch == cfg.train.epochs - 1 or (cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0)
+    is_best = False
+    if due:
+        _call(run.reporter, "evaluating", epoch)
+        metrics = evaluate_model(run.model, run.dataset, cfg, run.device, run.amp_dtype, dist_info)
+        if dist_info.is_main:
+            run.last_eval = _jsonable({"epoch": epoch, "score": _eval_score(metrics), **metrics})
+            record["eval"] = run.last_eval
+            is_best = run.best is None or run.last_eval["score"] > run.best["score"]
+            if is_best:
+                run.best = run.last_eval
+            run.logger.log({"kind": "eval", "epoch": epoch, "score": run.last_eval["score"],
+                            **{f"{dn}_{k}": (float(m["cmc"][0]) if k == "rank1" else float(m[k]))
+                               for dn, m in metrics.items() for k in ("rank1", "mAP", "mINP")}}, step)
+        barrier(dist_info)
+    run.history.append(_jsonable(record))
+    rngs = every_rank(rng_state(), dist_info)  # each rank draws its own augmentations: keep every rank's state
+    if dist_info.is_main:
+        run.logger.log({"kind": "epoch", **{k: v for k, v in record.items() if k != "eval"}}, step)
+        payload = {
+            "config": cfg.to_dict(), "model_name": cfg.model.name, "model_args": run.model.args,
+            "num_classes": run.dataset.num_train_pids, "epoch": epoch, "stage": record["stage"],
+            "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "best": run.best, "history": run.history,
+        }
+        # best.pt before last.pt: a process killed between the two resumes from the previous last.pt,
+        # re-trains this epoch identically and writes both again, so best.pt never lags last.pt's record
+        if is_best:
+            save_checkpoint(run.run_dir / "best.pt", payload)
+        save_checkpoint(run.ckpt_path, payload)
 
 
 def _diverged(what: str, bad: list[int], info: DistInfo, when: str, ckpt_path: Path) -> TrainingDiverged:
