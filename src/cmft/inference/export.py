@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cmft.data.loader import ClipSpec
 from cmft.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize_clips
 from cmft.data.types import Modality
 from cmft.models.cmft import stream_embedding
@@ -101,11 +102,10 @@ def load_source(source: Source) -> tuple[nn.Module, dict[str, Any]]:
         raise TypeError(f"export a checkpoint path, a checkpoint dict or a model, not {type(source).__name__}")
     try:
         model = model_from_checkpoint(source)
-        cfg = source["config"]
-        info = {"height": int(cfg["data"]["height"]), "width": int(cfg["data"]["width"]),
-                "seq_len": int(cfg["eval"]["seq_len"]), "model_name": source.get("model_name", "cmft"),
+        spec = ClipSpec.from_config(source["config"])
+        info = {"height": spec.height, "width": spec.width, "seq_len": spec.seq_len, "model_name": source.get("model_name", "cmft"),
                 "checkpoint": str(path.resolve()) if path else None, "epoch": source.get("epoch")}
-    except (KeyError, TypeError, RuntimeError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
         where = f"{path}: " if path else ""
         raise ValueError(f"{where}checkpoint lacks what an export needs ({type(e).__name__}: {e})") from None
     return model, info

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cmft.data.loader import ClipSpec
 from cmft.data.preprocess import TrackletInput, frame_paths, frames_to_clip, normalize_clips
 from cmft.data.types import Modality, Tracklet
 from cmft.devices import resolve_device
@@ -33,9 +34,8 @@ class Extractor:
         ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
         self.device = resolve_device(device)
         self.model = model_from_checkpoint(ckpt, self.device)
-        cfg = ckpt["config"]
-        self.height, self.width = int(cfg["data"]["height"]), int(cfg["data"]["width"])
-        self.seq_len = int(seq_len or cfg["eval"]["seq_len"])
+        spec = ClipSpec.from_config(ckpt["config"], seq_len=seq_len)  # the one reading of a run's test clips
+        self.height, self.width, self.seq_len = spec.height, spec.width, spec.seq_len
         self.batch_size = batch_size
         self.amp = (self.device.type == "cuda") if amp is None else amp
         self.model_name = ckpt.get("model_name", "cmft")
