@@ -20,7 +20,7 @@ from cmft.data.datasets.registry import load_dataset
 from cmft.data.errors import DatasetFormatError
 
 EXAMPLES = int(os.environ.get("CMFT_FUZZ_EXAMPLES", "30"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 # an edit of a text file: replace a span with random text, delete a line, duplicate a line, or truncate
@@ -398,8 +398,14 @@ def test_detector_specs(tmp_path_factory: pytest.TempPathFactory) -> None:
         st.fixed_dictionaries({"conf": st.floats(0, 1), "nms": st.floats(0.05, 1), "input_size": st.sampled_from([None, 64, 96]),
                                "device": st.just("cpu")}))
 
-    @settings(FUZZ, max_examples=2 * EXAMPLES)
-    @given(case=st.one_of(st.tuples(spec, options), st.tuples(spec, options), st.tuples(junk, options), working))
+    in_range = st.fixed_dictionaries({"conf": st.floats(0, 1), "nms": st.floats(0.05, 1), "input_size": st.just(None),
+                                      "device": st.just("cpu")})
+    out_of_range = in_range.flatmap(lambda o: st.sampled_from([{**o, "conf": -0.1}, {**o, "conf": 1.5}, {**o, "nms": 0.0},
+                                                               {**o, "input_size": -32}, {**o, "input_size": 0}]))
+    # one run per layer aimed at (the answer decides which layer is counted), then mixed cases
+    aims = [st.tuples(junk, options), st.tuples(of_a_kind, out_of_range), st.tuples(of_a_kind, in_range), working,
+            st.tuples(spec, options)]
+
     def check(case: tuple[str, dict]) -> None:
         spec, o = case
         try:
@@ -424,5 +430,6 @@ def test_detector_specs(tmp_path_factory: pytest.TempPathFactory) -> None:
         assert boxes.dtype == np.float32 and boxes.ndim == 2 and boxes.shape[1] == 5
         layers.hit("built")
 
-    check()
+    for aim in aims:
+        settings(FUZZ, max_examples=max(EXAMPLES // 2, 6))(given(case=aim)(check))()
     layers.check()
