@@ -4,10 +4,10 @@ Extractor does, bad input gets clear 4xx errors, and no request reads files outs
 from __future__ import annotations
 
 import io
-import sys
 import json
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
