@@ -75,17 +75,20 @@ def test_objective_stages() -> None:
     assert parts1["id"] == parts2["id"]
 
 
+class CrashAfterEpoch1:
+    """A reporter that stops a run right after epoch 1's checkpoint, as a crash there would."""
+
+    def epoch_end(self, epoch: int, record: dict) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
 def test_crash_and_resume_is_exact(vcm4: Path, tmp_path: Path) -> None:
     cfg = load_config(None, tiny_train_overrides(vcm4))
     straight = train(cfg, tmp_path / "a")
 
-    class Crash:
-        def epoch_end(self, epoch: int, record: dict) -> None:
-            if epoch == 1:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "b", reporter=Crash())
+        train(cfg, tmp_path / "b", reporter=CrashAfterEpoch1())
     assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
     with pytest.raises(FileExistsError, match="resume it"):
         train(cfg, tmp_path / "b")
@@ -121,13 +124,8 @@ def test_crash_and_resume_is_exact_on_cuda_with_the_deterministic_flag(vcm4: Pat
     cfg = load_config(None, tiny_train_overrides(vcm4, "train.device=cuda", "train.deterministic=true", "train.amp=fp32"))
     train(cfg, tmp_path / "a")
 
-    class Crash:
-        def epoch_end(self, epoch: int, record: dict) -> None:
-            if epoch == 1:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "b", reporter=Crash())
+        train(cfg, tmp_path / "b", reporter=CrashAfterEpoch1())
     train(cfg, tmp_path / "b", resume=True)
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
