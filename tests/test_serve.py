@@ -65,9 +65,11 @@ def strict(index_folder: Path) -> Iterator[TestClient]:
         yield c
 
 
-def png(array: np.ndarray) -> bytes:
+def png(array: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
+    """An image file's bytes (PNG unless ``fmt`` says otherwise), converted to ``mode`` first when given."""
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
+    img = Image.fromarray(array)
+    (img.convert(mode) if mode else img).save(buf, format=fmt)
     return buf.getvalue()
 
 
@@ -324,9 +326,7 @@ def running(app) -> Iterator[int]:  # noqa: ANN001
     """The app under uvicorn on a free localhost port, in a background thread."""
     import uvicorn
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -454,15 +454,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _image_bytes(array: np.ndarray, fmt: str, mode: str | None = None) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    img = Image.fromarray(array)
-    (img.convert(mode) if mode else img).save(buf, format=fmt)
-    return buf.getvalue()
-
-
 def _upload_layer(r) -> str:  # noqa: ANN001
     """Which check answered an upload: the form fields, the content type, the first bytes, the image decoder,
     or none (embedded and ranked)."""
@@ -492,7 +483,7 @@ def test_fuzzed_uploads_get_a_clear_answer(client: TestClient, tmp_path: Path) -
     rng = np.random.default_rng(3)
 
     def real(draw_shape: tuple[int, int], fmt: str, mode: str | None) -> bytes:
-        return _image_bytes(rng.integers(0, 255, (*draw_shape, 3), dtype=np.uint8), fmt, mode)
+        return png(rng.integers(0, 255, (*draw_shape, 3), dtype=np.uint8), fmt, mode)
 
     ctype_of = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp"}
     image = st.tuples(st.sampled_from([(24, 12), (1, 1), (3, 200), (64, 32)]), st.sampled_from(["PNG", "JPEG", "BMP"]),
@@ -551,9 +542,7 @@ def test_service_under_concurrent_load(tmp_path: Path) -> None:
     """The short version of benchmarks/bench_serve.py: a real `cmft serve` process, concurrent clients with the
     mixed request load for a few seconds: no unexpected status, no 5xx, no exception in any client thread, the
     deliberate bad requests get their 4xx, and the server is alive and answering at the end."""
-    import json
     import subprocess
-    import sys
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_serve.py"
     proc = subprocess.run([sys.executable, str(script), "--entries", "300", "--clients", "2", "--seconds", "4",
