@@ -337,9 +337,10 @@ def train_one_epoch(run: _Run, epoch: int) -> dict[str, Any]:
         if not run.scaler.is_enabled():  # under fp16 loss scaling a non-finite gradient is expected: the step is skipped
             if grad_norm is None:
                 grad_norm = _grad_norm(run.model)
-            bad = ranks_where(not math.isfinite(float(grad_norm)), dist_info, device)
-            if bad:
-                raise _diverged("gradient norm", bad, dist_info, f"epoch {epoch} step {step}", run.ckpt_path)
+            # DDP has averaged the gradients: every rank sees the same norm and stops together, no exchange needed
+            if not math.isfinite(float(grad_norm)):
+                raise _diverged("gradient norm", list(range(dist_info.world_size)), dist_info, f"epoch {epoch} step {step}",
+                                run.ckpt_path)
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.scheduler.step()

@@ -79,7 +79,7 @@ def read_name_list(path: Path) -> list[str]:
     return out
 
 
-def read_track_info(path: Path, num_names: int, names: str = "the name list") -> list[_TrackRow]:
+def read_track_info(path: Path, num_names: int, names: str | Path = "the name list") -> list[_TrackRow]:
     """Rows ``modality start end pid cam`` of a ``track_*_info.txt`` file, validated against the name list
     (``names``: the name list's file, for messages: a range past its end may be the name list's fault)."""
     rows: list[_TrackRow] = []
@@ -196,24 +196,27 @@ def load_hitsz_vcm(
     train_raw: list[Tracklet] = []
     query: list[Tracklet] = []
     gallery: list[Tracklet] = []
+    name_lists: dict[str, Path] = {}  # split -> its frame-name list, resolved once (errors about frames name it)
     if "train" in splits:
-        train_names = read_name_list(_info_path(root, "train_name.txt"))
-        train_rows = read_track_info(_info_path(root, "track_train_info.txt"), len(train_names),
-                                     str(_info_path(root, "train_name.txt")))
+        name_lists["train"] = _info_path(root, "train_name.txt")
+        train_names = read_name_list(name_lists["train"])
+        train_rows = read_track_info(_info_path(root, "track_train_info.txt"), len(train_names), name_lists["train"])
         train_raw = [t for _, t in _tracklets(train_rows, train_names, images["train"], min_seq_len)]
     if "test" in splits:
-        test_names = read_name_list(_info_path(root, "test_name.txt"))
-        test_rows = read_track_info(_info_path(root, "track_test_info.txt"), len(test_names),
-                                    str(_info_path(root, "test_name.txt")))
+        name_lists["test"] = _info_path(root, "test_name.txt")
+        test_names = read_name_list(name_lists["test"])
+        test_rows = read_track_info(_info_path(root, "track_test_info.txt"), len(test_names), name_lists["test"])
         query_rows = set(read_query_idx(_info_path(root, "query_IDX.txt"), len(test_rows)))
         test = _tracklets(test_rows, test_names, images["test"], min_seq_len)
         query = [t for i, t in test if i in query_rows]
         gallery = [t for i, t in test if i not in query_rows]
 
     if check_files:
-        train_raw = _drop_missing(train_raw, min_seq_len, skip_missing, "train", _info_path(root, "train_name.txt"))
-        query = _drop_missing(query, min_seq_len, skip_missing, "query", _info_path(root, "test_name.txt"))
-        gallery = _drop_missing(gallery, min_seq_len, skip_missing, "gallery", _info_path(root, "test_name.txt"))
+        if "train" in name_lists:
+            train_raw = _drop_missing(train_raw, min_seq_len, skip_missing, "train", name_lists["train"])
+        if "test" in name_lists:
+            query = _drop_missing(query, min_seq_len, skip_missing, "query", name_lists["test"])
+            gallery = _drop_missing(gallery, min_seq_len, skip_missing, "gallery", name_lists["test"])
 
     pid_map = {pid: label for label, pid in enumerate(sorted({t.pid for t in train_raw}))}
     train = [Tracklet(t.paths, pid_map[t.pid], t.camid, t.modality) for t in train_raw]
