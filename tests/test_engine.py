@@ -13,6 +13,7 @@ from cmft.config import ConfigError, LossConfig, load_config
 from cmft.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from cmft.engine.trainer import TrainingDiverged, train
 from cmft.losses.objective import Objective
+from cmft.models.registry import create_model
 
 
 def test_config_overrides_and_errors(tmp_path: Path) -> None:
@@ -155,11 +156,11 @@ def test_nan_gradient_with_a_finite_loss_is_caught_before_the_step(vcm4: Path, t
     applies it, so last.pt stays epoch 0's and finite. (Checking the loss alone saved epoch 1's NaN weights.)"""
     original, calls = Objective.__call__, [0]
 
-    def nan_gradient(self, out, labels, stage):
+    def nan_gradient(self, out, labels, stage, **kwargs):
         calls[0] += 1
         if calls[0] == 4:  # two steps an epoch: epoch 1, step 1
             out["feat_rgb"].register_hook(lambda g: torch.full_like(g, float("nan")))
-        return original(self, out, labels, stage)
+        return original(self, out, labels, stage, **kwargs)
 
     monkeypatch.setattr(Objective, "__call__", nan_gradient)
     _stops_keeping_epoch_0(vcm4, tmp_path / "g", r"gradient norm became non-finite at epoch 1 step 1.*last good checkpoint .*last.pt")
@@ -239,8 +240,8 @@ fault_call, overrides, run = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv
 original, calls = Objective.__call__, [0]
 
 
-def faulty(self, out, labels, stage):  # a NaN loss on rank 1 only, at one training step
-    loss, parts = original(self, out, labels, stage)
+def faulty(self, out, labels, stage, **kwargs):  # a NaN loss on rank 1 only, at one training step
+    loss, parts = original(self, out, labels, stage, **kwargs)
     calls[0] += 1
     if os.environ["RANK"] == "1" and calls[0] == fault_call:
         loss = loss * float("nan")
@@ -336,3 +337,51 @@ def test_ddp_resume_restores_each_ranks_random_state(vcm4: Path, tmp_path: Path)
     assert a["epoch"] == b["epoch"] == 2
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert [h["loss_total"] for h in a["history"]] == [h["loss_total"] for h in b["history"]]
+
+
+def test_compiled_training_equals_eager_and_saves_plain_weights(vcm4: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train.compile``: the model goes through ``torch.compile`` (TorchDynamo capture and AOTAutograd of forward
+    and backward), trains to the same weights as eager mode bit for bit, and its checkpoints hold the plain
+    model's keys (no ``_orig_mod.``), so they load without compiling. The test uses the ``aot_eager`` backend:
+    Inductor's code generation costs ~130 s on this CPU and is measured in bench_train.py instead."""
+    compiled = []
+    real_compile = torch.compile
+
+    def aot_eager(model, **kwargs):
+        compiled.append(type(model).__name__)
+        return real_compile(model, backend="aot_eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", aot_eager)
+    cfg = tiny_train_overrides(vcm4, "train.epochs=2")
+    eager = train(load_config(None, cfg), tmp_path / "eager")
+    assert not compiled
+    comp = train(load_config(None, [*cfg, "train.compile=true"]), tmp_path / "compiled")
+    assert compiled == ["CMFT"]
+    a, b = load_checkpoint(tmp_path / "eager" / "last.pt"), load_checkpoint(tmp_path / "compiled" / "last.pt")
+    assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert [h["loss_total"] for h in eager.history] == [h["loss_total"] for h in comp.history]
+    assert comp.history[0]["first_step_s"] > 0 and comp.best == eager.best
+    assert model_from_checkpoint(tmp_path / "compiled" / "last.pt")(rgb=torch.randn(1, 3, 3, 64, 32)).shape == (1, 512)
+
+
+def test_fused_optimiser_matches_the_per_tensor_loop() -> None:
+    """``optim.fused``: off by default on the CPU, on when asked; the fused SGD step gives the per-tensor
+    loop's weights (to float rounding) with both learning-rate groups and weight decay."""
+    from cmft.config import OptimConfig
+    from cmft.engine.optim import build_optimizer
+
+    def run(fused: bool | None) -> tuple[torch.optim.Optimizer, list[torch.Tensor]]:
+        torch.manual_seed(0)
+        model = create_model("cmft_r18", num_classes=4, start=6).train()
+        opt = build_optimizer(model, OptimConfig(fused=fused, lr=0.05))
+        for _ in range(3):
+            opt.zero_grad()
+            model(rgb=torch.randn(2, 2, 3, 64, 32), ir=torch.randn(2, 2, 3, 64, 32))["logits_rgb"].sum().backward()
+            opt.step()
+        return opt, [p.detach().clone() for p in model.parameters()]
+
+    plain, w_plain = run(None)
+    fused, w_fused = run(True)
+    assert not plain.defaults.get("fused") and fused.defaults["fused"]
+    assert all(torch.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(w_plain, w_fused))

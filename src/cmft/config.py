@@ -107,6 +107,7 @@ class OptimConfig:
     gamma: float = 0.1
     warmup_epochs: int = 2
     clip_grad: float | None = 10.0  # max gradient norm, None to disable
+    fused: bool | None = None  # one fused kernel per optimiser step; None = on CUDA (PyTorch's fused SGD/AdamW)
 
 
 @dataclass
@@ -122,6 +123,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cap for quick runs and benchmarks
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     deterministic: bool = False  # exact, repeatable CUDA kernels (slower); CPU runs are exact either way
+    compile: bool = False  # torch.compile the model's training forward and backward; the first steps pay the compile time
 
 
 @dataclass

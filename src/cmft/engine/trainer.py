@@ -133,15 +133,27 @@ class _Logger:
                 self.tb.close()
 
 
-@torch.no_grad()
 def identity_accuracies(out: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, float]:
     """Training identity accuracy of each classifier present (``acc_rgb``, ``acc_ir``, ``acc_fused``), in [0, 1].
 
     The learning curve to watch: a falling loss says little when logits are small, and an IR accuracy
     far below the RGB one means the shared classifier has not been taught to read the IR stream.
     """
-    return {f"acc_{k}": float((out[f"logits_{k}"].argmax(1) == labels).float().mean())
+    return {k: float(v) for k, v in _accuracy_tensors(out, labels).items()}
+
+
+@torch.no_grad()
+def _accuracy_tensors(out: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {f"acc_{k}": (out[f"logits_{k}"].argmax(1) == labels).float().mean()
             for k in ("rgb", "ir", "fused") if f"logits_{k}" in out}
+
+
+def _to_host(values: dict[str, torch.Tensor], grad_norm: torch.Tensor | None) -> dict[str, float]:
+    """Named 0-d device tensors (and the gradient norm, as ``grad_norm``) as floats, in one transfer."""
+    named = {**values, **({"grad_norm": grad_norm} if grad_norm is not None else {})}
+    with torch.no_grad():
+        flat = torch.stack([v.detach().float().reshape(()) for v in named.values()]).tolist()
+    return dict(zip(named, flat))
 
 
 def _eval_score(metrics: dict[str, Any]) -> float:
@@ -181,7 +193,7 @@ def evaluate_model(
             sets[name] = Embeddings(feats, np.array([t.pid for t in tracklets]), np.array([t.camid for t in tracklets]))
     random.setstate(state[0])
     np.random.set_state(state[1])
-    return score_directions(sets, protocol=dataset.protocol, num_query=dataset.num_query)
+    return score_directions(sets, protocol=dataset.protocol, num_query=dataset.num_query, device=device)
 
 
 def train(
@@ -292,6 +304,8 @@ def _setup(
         # unused, a stage switch changes which heads train): DDP must look for them or its reducer fails mid-run
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                               find_unused_parameters=True)
+    if cfg.train.compile:  # the wrapper shares the model's weights: checkpoints and evaluation use the plain model
+        train_model = torch.compile(train_model)
 
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -311,7 +325,7 @@ def train_one_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     run.model.train()
     _call(run.reporter, "epoch_start", epoch, stage, run.steps_per_epoch)
     sums: dict[str, float] = {}
-    t0, clips = time.perf_counter(), 0
+    t0, clips, first_step_s = time.perf_counter(), 0, 0.0
     for step, batch in enumerate(run.loader):
         if step >= run.steps_per_epoch:
             break
@@ -320,27 +334,33 @@ def train_one_epoch(run: _Run, epoch: int) -> dict[str, Any]:
         labels = batch["label"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
             out = run.train_model(rgb=rgb, ir=ir)
-        loss, parts = run.objective(out, labels, stage)
-        parts["total"] = float(loss.detach())
-        parts.update(identity_accuracies(out, labels))
-        # every rank checks every rank's loss before any gradient is exchanged: a NaN on one rank
-        # would otherwise be averaged into every rank's weights and could be checkpointed
-        bad = ranks_where(not math.isfinite(parts["total"]), dist_info, device)
-        if bad:
-            raise _diverged("loss", bad, dist_info, f"epoch {epoch} step {step}", run.ckpt_path)
+        loss, part_tensors = run.objective(out, labels, stage, as_tensors=True)
+        if dist_info.enabled:
+            # every rank checks every rank's loss before any gradient is exchanged: a NaN on one rank
+            # would otherwise be averaged into every rank's weights
+            bad = ranks_where(not math.isfinite(float(loss.detach())), dist_info, device)
+            if bad:
+                raise _diverged("loss", bad, dist_info, f"epoch {epoch} step {step}", run.ckpt_path)
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         grad_norm = None
         if cfg.optim.clip_grad:
             run.scaler.unscale_(run.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optim.clip_grad)
-        if not run.scaler.is_enabled():  # under fp16 loss scaling a non-finite gradient is expected: the step is skipped
-            if grad_norm is None:
-                grad_norm = _grad_norm(run.model)
-            # DDP has averaged the gradients: every rank sees the same norm and stops together, no exchange needed
-            if not math.isfinite(float(grad_norm)):
-                raise _diverged("gradient norm", list(range(dist_info.world_size)), dist_info, f"epoch {epoch} step {step}",
-                                run.ckpt_path)
+        if grad_norm is None and not run.scaler.is_enabled():
+            grad_norm = _grad_norm(run.model)
+        # one host-device sync per step: the logged numbers and both guards' values in one transfer
+        parts = _to_host({"total": loss.detach(), **part_tensors, **_accuracy_tensors(out, labels)}, grad_norm)
+        grad_value = parts.pop("grad_norm", None)
+        if step == 0:  # with train.compile, epoch 0's first step holds the compile time
+            first_step_s = time.perf_counter() - t0
+        if not math.isfinite(parts["total"]):  # single process: nothing has been updated yet
+            raise _diverged("loss", [0], dist_info, f"epoch {epoch} step {step}", run.ckpt_path)
+        # under fp16 loss scaling a non-finite gradient is expected: the scaler skips that step by design.
+        # DDP has averaged the gradients: every rank sees the same norm and stops together, no exchange needed
+        if not run.scaler.is_enabled() and grad_value is not None and not math.isfinite(grad_value):
+            raise _diverged("gradient norm", list(range(dist_info.world_size)), dist_info, f"epoch {epoch} step {step}",
+                            run.ckpt_path)
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.scheduler.step()
@@ -354,7 +374,7 @@ def train_one_epoch(run: _Run, epoch: int) -> dict[str, Any]:
             run.logger.log({"kind": "train", "epoch": epoch, "step": epoch * run.steps_per_epoch + step, "stage": stage,
                             "lr": lr, "clips_per_s": rate, **parts}, epoch * run.steps_per_epoch + step)
     n = max(run.steps_per_epoch, 1)
-    record: dict[str, Any] = {"epoch": epoch, "stage": stage, "seconds": time.perf_counter() - t0,
+    record: dict[str, Any] = {"epoch": epoch, "stage": stage, "seconds": time.perf_counter() - t0, "first_step_s": first_step_s,
                               "clips_per_s": clips / max(time.perf_counter() - t0, 1e-9),
                               **{(k if k.startswith("acc_") else f"loss_{k}"): v / n for k, v in sums.items()}}
     # a blow-up at the epoch's last step (finite loss and gradient, non-finite update) must not be saved

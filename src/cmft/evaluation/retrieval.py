@@ -95,7 +95,7 @@ def score_fused(
     """The ``fused`` row: paired queries against paired gallery moments, with the fused embedding of each pair."""
     q = extract_pair_embeddings(embed_pair, dataset.test_pairs["query"], spec, device, progress and progress("query pairs"))
     g = extract_pair_embeddings(embed_pair, dataset.test_pairs["gallery"], spec, device, progress and progress("gallery pairs"))
-    return score_pair(q, g, dataset.protocol, rerank)
+    return score_pair(q, g, dataset.protocol, rerank, device)
 
 
 def embed_test_sets(
@@ -125,22 +125,29 @@ def protocol_directions(protocol: str) -> tuple[Direction, ...]:
     return DIRECTIONS
 
 
-def score_pair(q: Embeddings, g: Embeddings, protocol: str = "hitsz_vcm", rerank: Rerank | None = None) -> dict:
-    """Metrics of queries ``q`` against gallery ``g``: cosine distance, or with ``rerank`` the k-reciprocal one."""
+def score_pair(
+    q: Embeddings, g: Embeddings, protocol: str = "hitsz_vcm", rerank: Rerank | None = None,
+    device: str | torch.device | None = None,
+) -> dict:
+    """Metrics of queries ``q`` against gallery ``g``: cosine distance, or with ``rerank`` the k-reciprocal one.
+    ``device`` (default: where the features are) computes the distances and the metric kernel there, a GPU
+    included; the metrics are the same on every device up to the distances' float rounding."""
     from cmft.evaluation.metrics import evaluate, evaluate_features
 
+    qf, gf = (q.feats, g.feats) if device is None else (q.feats.to(device), g.feats.to(device))
     if rerank is None:
-        return evaluate_features(q.feats, g.feats, q.pids, g.pids, q.camids, g.camids, protocol=protocol)
-    return evaluate(rerank.distances(q.feats, g.feats), q.pids, g.pids, q.camids, g.camids, protocol=protocol)
+        return evaluate_features(qf, gf, q.pids, g.pids, q.camids, g.camids, protocol=protocol)
+    return evaluate(rerank.distances(qf, gf), q.pids, g.pids, q.camids, g.camids, protocol=protocol)
 
 
 def score_directions(
     sets: dict[str, Embeddings], directions: Sequence[Direction] | None = None, protocol: str = "hitsz_vcm",
-    rerank: Rerank | None = None, num_query: dict[str, int] | None = None,
+    rerank: Rerank | None = None, num_query: dict[str, int] | None = None, device: str | torch.device | None = None,
 ) -> dict[str, dict]:
     """Metrics per direction (``ir2rgb``: infrared query -> visible gallery; ``rgb2ir``: the reverse) under a
     protocol's rule (default directions: :func:`protocol_directions`), optionally re-ranked. ``num_query``
-    (:attr:`VIDataset.num_query`) splits each modality's set into its queries and its gallery."""
+    (:attr:`VIDataset.num_query`) splits each modality's set into its queries and its gallery; ``device``: see
+    :func:`score_pair`."""
     out: dict[str, dict] = {}
     for d in directions or protocol_directions(protocol):
         q_mod, g_mod = direction_modalities(d)
@@ -149,7 +156,7 @@ def score_directions(
             q, g = q[: num_query[q_mod]], g[num_query[g_mod]:]
         elif q_mod == g_mod:
             raise ValueError(f"{d!r} needs separate query and gallery sets (num_query)")
-        out[d] = score_pair(q, g, protocol, rerank)
+        out[d] = score_pair(q, g, protocol, rerank, device)
     return out
 
 

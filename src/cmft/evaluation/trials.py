@@ -64,7 +64,7 @@ def evaluate_sysu(
         for t in trials:
             idx = np.array([row[item] for item in draws[(m, t)]])
             drawn = Embeddings(g.feats[torch.from_numpy(idx)], g.pids[idx], g.camids[idx])
-            runs.append(score_pair(q, drawn, "sysu", rerank))
+            runs.append(score_pair(q, drawn, "sysu", rerank, device))
         out[m] = {"mean": aggregate_trials(runs), "runs": runs}
     return out
 
@@ -103,7 +103,7 @@ def evaluate_checkpoint(
     FileNotFoundError / ValueError."""
     ckpt, model, device = _checkpoint_model(checkpoint, device)
     sets = embed_test_sets(model.embed, dataset, spec, device, progress=progress)
-    results = score_directions(sets, protocol=dataset.protocol, rerank=rerank, num_query=dataset.num_query)
+    results = score_directions(sets, protocol=dataset.protocol, rerank=rerank, num_query=dataset.num_query, device=device)
     if dataset.test_pairs and hasattr(model, "embed_pair"):  # both sensors of one moment: the fused row
         results["fused"] = score_fused(model.embed_pair, dataset, spec, device, rerank, progress)
     return CheckpointEvaluation(results, sets, ckpt, model)
@@ -151,7 +151,7 @@ def evaluate_llcm(
     for d in ("ir2rgb", "rgb2ir"):
         q_mod, g_mod = direction_modalities(d)
         runs = [score_pair(sets[q_mod], sets[g_mod][np.array([row[g_mod][g.paths[0]] for g in draws[t][g_mod]])],
-                           "llcm", rerank) for t in trials]
+                           "llcm", rerank, device) for t in trials]
         out[d] = {"mean": aggregate_trials(runs), "runs": runs}
     return out
 

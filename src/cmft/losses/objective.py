@@ -9,6 +9,8 @@ fused embeddings' own triplet when the model fuses.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from cmft.config import LossConfig
@@ -46,8 +48,11 @@ class Objective:
             return wrt_loss(both, both_labels)
         return hetero_centre_triplet(both, both_labels, c.margin)
 
-    def __call__(self, out: dict[str, torch.Tensor], labels: torch.Tensor, stage: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """``out``: the model's train-mode dict for a paired batch; ``labels``: ``(N,)`` ids of the pairs."""
+    def __call__(
+        self, out: dict[str, torch.Tensor], labels: torch.Tensor, stage: int, *, as_tensors: bool = False,
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """``out``: the model's train-mode dict for a paired batch; ``labels``: ``(N,)`` ids of the pairs. The parts
+        come as floats, or with ``as_tensors`` as detached 0-d tensors on the device (no host-device sync)."""
         c = self.cfg
         parts: dict[str, torch.Tensor] = {}
         logits = [out[k] for k in ("logits_rgb", "logits_ir", "logits_fused") if k in out]
@@ -71,4 +76,6 @@ class Objective:
             if c.mdl_weight:
                 parts["mdl"] = c.mdl_weight * mdl_loss(both, both_labels, c.mdl_negatives, c.mdl_normalize)
         total = sum(parts.values())
+        if as_tensors:
+            return total, {k: v.detach() for k, v in parts.items()}
         return total, {k: float(v.detach()) for k, v in parts.items()}
