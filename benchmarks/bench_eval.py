@@ -152,6 +152,31 @@ def bucketing_step(distmat, q_pids, g_pids, repeats: int, rows: int = 185) -> tu
 # Timing and memory
 
 
+def cuda_rows(rows: list, distmat: np.ndarray, p: dict[str, np.ndarray], ids: tuple, ref: dict[str, Any],
+              repeats: int) -> str:
+    """The same metrics with the data on the GPU: the kernel from a CUDA distance matrix, and the features path
+    (distance matmul + kernel) from CUDA features. Times end with the results on the host."""
+    dev = torch.device("cuda")
+    d_gpu = torch.from_numpy(distmat).to(dev)
+    qf, gf = torch.from_numpy(p["q_feats"]).to(dev), torch.from_numpy(p["g_feats"]).to(dev)
+    evaluate(d_gpu, *ids)  # warm-up: context, kernels, allocator
+    t, med, out = best_time(lambda: evaluate(d_gpu, *ids), repeats)
+    assert_same(out, ref, "cmft evaluate on CUDA")  # same distances: exactly the reference's metrics
+    rows.append((f"cmft evaluate(distmat) on CUDA ({torch.cuda.get_device_name()})", t, med, out))
+    evaluate_features(qf, gf, *ids)
+    t, med, out = best_time(lambda: evaluate_features(qf, gf, *ids), repeats)
+    diff = assert_same(out, ref, "cmft evaluate_features on CUDA", tol=1e-3)  # fp32 matmul rounding may swap near-ties
+    rows.append(("cmft evaluate_features on CUDA (incl. the matmul)", t, med, out))
+
+    def matmul() -> None:
+        cosine_distance(qf, gf)
+        torch.cuda.synchronize()
+
+    t_mm, _, _ = best_time(matmul, repeats)
+    return (f"CUDA: distance matmul alone {t_mm:.4f}s; evaluate_features on CUDA differs from the CPU distmat "
+            f"path by {diff:.1e} (fp32 matmul rounding)")
+
+
 def best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
     """Best and median wall time over ``repeats`` runs (the machine may be shared), and the last result."""
     times, out = [], None
@@ -341,6 +366,8 @@ def main() -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip the large-gallery memory run")
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     ap.add_argument("--rerank", action="store_true", help="only the k-reciprocal re-ranking benchmark")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="auto: add the CUDA rows when there is a GPU; cpu: CPU rows only; cuda: require the GPU")
     args = ap.parse_args()
     if args.rerank:
         rerank_bench(args.quick, not args.no_write)
@@ -375,6 +402,9 @@ def main() -> None:
     t_feat, m_feat, out_f = best_time(lambda: evaluate_features(p["q_feats"], p["g_feats"], *ids), args.repeats)
     diff_feat = assert_same(out_f, ref, "cmft evaluate_features")
     rows.append(("cmft evaluate_features (incl. the matmul)", t_feat, m_feat, out_f))
+    gpu_note = ""
+    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
+        gpu_note = cuda_rows(rows, distmat, p, ids, ref, args.repeats)
     t_sysu, m_sysu, _ = best_time(lambda: evaluate(distmat, *ids, protocol="sysu"), args.repeats)
     t_ss, t_bs = bucketing_step(distmat, p["q_pids"], p["g_pids"], max(1, min(args.repeats, 3)))
 
@@ -398,6 +428,8 @@ def main() -> None:
     print(f"SYSU rule, cmft evaluate(distmat): best {t_sysu:.3f}s, median {m_sysu:.3f}s")
     print(f"core step, bucketing every item against its query's sorted positives: torch.searchsorted "
           f"{t_ss:.3f}s, branchless int32 binary search {t_bs:.3f}s")
+    if gpu_note:
+        print(gpu_note)
     print(f"distmat matmul alone: {t_matmul:.3f}s; evaluate == NumPy loop within {diff_ev:.1e}; "
           f"evaluate_features differs from the distmat path by {diff_feat:.1e}")
     if mem is not None:

@@ -7,7 +7,8 @@ measured by benchmarks/bench_loader.py. Ratios are against fp32 of the same conf
 
 A case is a precision with optional levers joined by ``+``: ``bf16``, ``bf16+compile`` (torch.compile of the
 model, Inductor; its compile time is the first step's excess over a timed step), ``fp32+nofused`` (the
-per-tensor optimiser loop instead of the fused kernel, which is the CUDA default), ``bf16+nochannels_last``.
+per-tensor optimiser loop instead of the fused kernel, which is the CUDA default), ``bf16+nochannels_last``,
+``bf16+deterministic`` (what ``train.deterministic`` costs).
 
 Frames/s counts every frame of both modalities. Achieved TFLOP/s = 3 x the forward FLOPs (forward plus a
 backward of twice its cost) x 2 (fvcore counts a multiply-add as one) x clips/s, with the forward counted by
@@ -74,9 +75,14 @@ def run_case(config: str, case: str, steps: int, warmup: int, device: str, overr
     from cmft.models import create_model
 
     precision, *levers = case.split("+")
-    unknown = set(levers) - {"compile", "nofused", "nochannels_last"}
+    unknown = set(levers) - {"compile", "nofused", "nochannels_last", "deterministic"}
     if unknown:
-        raise SystemExit(f"unknown lever(s) {sorted(unknown)} in case {case!r}: use compile, nofused, nochannels_last")
+        raise SystemExit(f"unknown lever(s) {sorted(unknown)} in case {case!r}: use compile, nofused, nochannels_last, "
+                         "deterministic")
+    if "deterministic" in levers:  # train.deterministic's kernels, for the whole case (the process ends after it)
+        from cmft.devices import deterministic_algorithms
+
+        deterministic_algorithms(True).__enter__()
     torch.manual_seed(0)
     cfg = load_config(_config_path(config), [f"train.amp={precision}", *overrides,
                                              *(["optim.fused=false"] if "nofused" in levers else [])])

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from cmft.data import load_hitsz_vcm
 from cmft.evaluation import evaluate_features
-from cmft.evaluation.retrieval import ClipSpec, evaluate_directions, extract_embeddings
+from cmft.evaluation.retrieval import ClipSpec, evaluate_directions, extract_embeddings, score_directions
 from cmft.models import GreyMotionDescriptor
 
 
@@ -54,3 +55,21 @@ def test_directions_swap_query_and_gallery(tiny_vcm: Path) -> None:
     expect = evaluate_features(rgb.feats, ir.feats, rgb.pids, ir.pids, rgb.camids, ir.camids, protocol="hitsz_vcm")
     np.testing.assert_allclose(res["rgb2ir"]["cmc"], expect["cmc"])
     assert res["rgb2ir"]["mAP"] == expect["mAP"]
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_scoring_on_a_device_gives_the_host_metrics(tiny_vcm: Path, device: str) -> None:
+    """``score_directions(..., device=)`` computes distances and the metric kernel on that device (the GPU path of
+    ``cmft eval`` and in-training evaluation) and gives the metrics of the features where they are."""
+    ds = load_hitsz_vcm(tiny_vcm)
+    spec = ClipSpec(seq_len=4, height=32, width=16, workers=0)
+    sets = {"ir": extract_embeddings(GreyMotionDescriptor((4, 2)), ds.test_ir, spec),
+            "rgb": extract_embeddings(GreyMotionDescriptor((4, 2)), ds.test_rgb, spec)}
+    host = score_directions(sets, protocol="hitsz_vcm")
+    there = score_directions(sets, protocol="hitsz_vcm", device=device)
+    for d in ("ir2rgb", "rgb2ir"):
+        np.testing.assert_allclose(there[d]["cmc"], host[d]["cmc"], atol=1e-6)
+        assert there[d]["mAP"] == pytest.approx(host[d]["mAP"], abs=1e-6) and there[d]["num_valid_queries"] == host[d]["num_valid_queries"]
