@@ -70,19 +70,15 @@ def _quiet_libraries() -> None:
 def _pipeline(detector: str, conf: float, nms: float, input_size: int | None, tracker: str, cmc: str,
               appearance: str, max_cos_dist: float | None, modality: str, fps: float, device: str) -> tuple[Any, Any, Any]:
     """Detector, tracker and embedder from the command line, or a clear error exit."""
-    from cmft.tracking.appearance import build_embedder
-    from cmft.tracking.detectors import DetectorError, build_detector
-    from cmft.tracking.trackers import build_tracker
+    from cmft.tracking.detectors import DetectorError
+    from cmft.tracking.pipeline import build_pipeline
 
     _quiet_libraries()
     try:
-        det = build_detector(detector, conf=conf, nms=nms, input_size=input_size, device=device)
-        emb = build_embedder(appearance, modality, device) if tracker.lower() == "strongsort" else None
-        gate = max_cos_dist if max_cos_dist is not None else getattr(emb, "suggested_max_cos_dist", 0.2)
-        trk = build_tracker(tracker, cmc=None if cmc.lower() == "none" else cmc.lower(), fps=fps, max_cos_dist=gate)
+        return build_pipeline(detector, modality, fps, conf=conf, nms=nms, input_size=input_size, tracker=tracker,
+                              cmc=cmc, appearance=appearance, max_cos_dist=max_cos_dist, device=device)
     except (DetectorError, ValueError, FileNotFoundError) as e:
         _fail(str(e))
-    return det, trk, emb
 
 
 def _open(video: Path, fps: float | None) -> Any:
@@ -107,6 +103,18 @@ def _run(reader: Any, det: Any, trk: Any, emb: Any, stride: int, limit: int | No
     if gsi:
         run.smooth()
     return run
+
+
+def _check_start(value: str | None, what: str) -> None:
+    """A capture start time must read as ISO 8601 (what the gallery's time filters parse), or a clear exit."""
+    if value is None:
+        return
+    from cmft.search.gallery import IndexFormatError, parse_time
+
+    try:
+        parse_time(value, what)
+    except IndexFormatError as e:
+        _fail(str(e))
 
 
 def _per_video(values: list[Any], n: int, what: str) -> list[Any]:
@@ -142,6 +150,7 @@ def track(
     gt_scale: Annotated[float, typer.Option(help="multiply ground-truth boxes by this (PETS09 in a 480x360 video: 0.625)")] = 1.0,
     gt_frame_offset: Annotated[int, typer.Option(help="added to ground-truth frame numbers (MOT frame = video index + 1)")] = 0,
     device: Device = "cpu",
+    start_time: Annotated[Optional[list[str]], typer.Option("--start-time", help="ISO 8601 capture time of the first frame (e.g. 2026-12-01T08:00:00Z); one for all videos or one per video: each tracklet's capture time is start + first frame / fps, what `cmft search --since/--until` filter on")] = None,
 ) -> None:
     """Turn camera footage into tracklets: detect people, track them, and write crops in the HITSZ-VCM layout."""
     from cmft.tracking.export import ExportError, SourceExport, export_dataset, export_every, label_with_ground_truth, plan_tracklets
@@ -154,9 +163,12 @@ def track(
             _fail(f"--modality must be rgb or ir, got {m!r}")
     if label_gt is not None and len(videos) != 1:
         _fail("--label-gt names the identities of one video; give exactly one VIDEO")
+    starts = _per_video(start_time, len(videos), "--start-time") if start_time else [None] * len(videos)
+    for st in starts:
+        _check_start(st, "--start-time")
     readers = [_open(v, fps) for v in videos]  # every source is checked before any work
     sources, table_rows = [], []
-    for reader, cam, mod in zip(readers, cameras, modalities):
+    for reader, cam, mod, st in zip(readers, cameras, modalities, starts):
         det, trk, emb = _pipeline(detector, conf, nms, input_size, tracker, cmc, appearance, max_cos_dist, mod, reader.info.fps, device)
         run = _run(reader, det, trk, emb, stride, limit, gsi)
         every = export_every(reader.info.fps, export_fps)
@@ -172,7 +184,7 @@ def track(
                            str(len(planned)), f"{run.fps:.1f}"))
         meta = {"fps": reader.info.fps, "frames_processed": len(run.frames), "detections": len(run.detections),
                 "tracks": n_tracks, "export_every": every}
-        sources.append(SourceExport(reader, cam, mod, planned, meta))
+        sources.append(SourceExport(reader, cam, mod, planned, meta, start=st))
     table = Table(title="tracking")
     for col in ("video", "cam", "mod", "frames", "dets", "tracks", "tracklets", "fps"):
         table.add_column(col, justify="left" if col in ("video", "mod") else "right")

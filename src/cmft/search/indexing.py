@@ -14,7 +14,6 @@ of the old format (``cmft-gallery-index/1``) is converted first.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -28,7 +27,6 @@ from cmft.search.store import GalleryStore, is_store, open_store
 Progress = Callable[[int, int], None]
 THUMB_HEIGHT = 128
 THUMBS = "thumbs"
-MANIFEST = "manifest.json"  # written by `cmft track` (cmft.tracking.export)
 _FIELDS = ("key", "camera", "modality", "pid", "time", "source", "frames", "thumbnail", "id")
 
 
@@ -127,15 +125,11 @@ def _write_thumbnail(frame: str, dest: Path) -> None:
 
 def index_tracklets(extractor: Any, items: Sequence[dict], store: Any, progress: Progress | None = None,
                     commit_every: int = 256) -> list[int]:
-    """Embed ``items`` (entry dicts whose ``frames`` are the tracklet's image paths) and add them to ``store`` in
-    order, ``commit_every`` tracklets per commit, each with a thumbnail ``thumbs/<id>-<random>.jpg`` (the middle
-    frame, 128 px high; a unique name, so a thumbnail is never shared by a deleted entry and its re-added key).
-    Items of one modality are embedded together in batches of ``extractor.batch_size``. Returns the new ids.
+    """Embed ``items`` (entry dicts whose ``frames`` are the tracklet's image paths, :func:`embed_items`) and add them
+    to ``store`` in order, ``commit_every`` tracklets per commit (:func:`commit_items`). Returns the new ids.
 
     A key repeated in ``items`` is an error raised before any work. Keys already in the store are skipped, looked up
     again before each batch: another ``cmft index`` into the same store may be adding the same tracklets."""
-    import numpy as np
-
     folder = Path(store.path)
     seen: set[str] = set()
     for it in items:
@@ -147,14 +141,6 @@ def index_tracklets(extractor: Any, items: Sequence[dict], store: Any, progress:
         if not it.get("frames"):
             raise IndexFormatError(f"key {key!r}: a tracklet needs at least one frame")
         seen.add(key)
-    (folder / THUMBS).mkdir(parents=True, exist_ok=True)
-    step = max(1, int(getattr(extractor, "batch_size", 32)))
-
-    def thumbnails(ids: list[int], entries: list[dict]) -> None:  # before the commit
-        for i, e in zip(ids, entries):
-            e["thumbnail"] = f"{THUMBS}/{i}-{os.urandom(4).hex()}.jpg"
-            _write_thumbnail(e["frames"][len(e["frames"]) // 2], folder / e["thumbnail"])
-
     ids: list[int] = []
     done = 0
     for first in range(0, len(items), commit_every):
@@ -162,85 +148,70 @@ def index_tracklets(extractor: Any, items: Sequence[dict], store: Any, progress:
         present = store.find_keys([it["key"] for it in batch])
         part = [it for it in batch if it["key"] not in present]
         done += len(batch) - len(part)
-        emb = np.zeros((len(part), store.dim), np.float32)
-        for modality in ("ir", "rgb"):
-            rows = [i for i, it in enumerate(part) if it["modality"] == modality]
-            for start in range(0, len(rows), step):
-                chunk = rows[start:start + step]
-                emb[chunk] = extractor([list(part[i]["frames"]) for i in chunk], modality)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, len(items))
-        entries = []
-        for it in part:
-            frames = [str(f) for f in it["frames"]]
-            entries.append({"key": it["key"], "camera": it["camera"], "modality": it["modality"], "pid": it.get("pid"),
-                            "time": it.get("time"), "source": str(it.get("source") or frames[0]), "frames": frames,
-                            "thumbnail": None, **{k: v for k, v in it.items() if k not in _FIELDS}})
-        if entries:
-            ids += store.add(emb, entries, hook=thumbnails, skip_existing=True)
+        emb = embed_items(extractor, part, progress, done, len(items))
+        done += len(part)
+        ids += commit_items(store, emb, part)
     return ids
 
 
+def embed_items(extractor: Any, items: Sequence[dict], progress: Progress | None = None, done: int = 0,
+                total: int | None = None) -> Any:
+    """``[len(items), dim]`` float32 embeddings of entry dicts (their ``frames``), each modality's items together in
+    batches of ``extractor.batch_size``; ``progress(done + n, total)`` after each batch."""
+    import numpy as np
+
+    step = max(1, int(getattr(extractor, "batch_size", 32)))
+    emb = np.zeros((len(items), int(extractor.dim)), np.float32)
+    for modality in ("ir", "rgb"):
+        rows = [i for i, it in enumerate(items) if it["modality"] == modality]
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            emb[chunk] = extractor([list(items[i]["frames"]) for i in chunk], modality)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total if total is not None else len(items))
+    return emb
+
+
+def commit_items(store: Any, embeddings: Any, items: Sequence[dict]) -> list[int]:
+    """Add embedded items to ``store`` in one commit, each with a thumbnail ``thumbs/<id>-<random>.jpg`` (the middle
+    frame, 128 px high; a unique name, so a thumbnail is never shared by a deleted entry and its re-added key)
+    written before the commit; keys already in the store are left out. Returns the new ids."""
+    folder = Path(store.path)
+    (folder / THUMBS).mkdir(parents=True, exist_ok=True)
+
+    def thumbnails(ids: list[int], entries: list[dict]) -> None:  # before the commit
+        for i, e in zip(ids, entries):
+            e["thumbnail"] = f"{THUMBS}/{i}-{os.urandom(4).hex()}.jpg"
+            _write_thumbnail(e["frames"][len(e["frames"]) // 2], folder / e["thumbnail"])
+
+    entries = []
+    for it in items:
+        frames = [str(f) for f in it["frames"]]
+        entries.append({"key": it["key"], "camera": it["camera"], "modality": it["modality"], "pid": it.get("pid"),
+                        "time": it.get("time"), "source": str(it.get("source") or frames[0]), "frames": frames,
+                        "thumbnail": None, **{k: v for k, v in it.items() if k not in _FIELDS}})
+    if not entries:
+        return []
+    return store.add(embeddings, entries, hook=thumbnails, skip_existing=True)
+
+
 # -- datasets -------------------------------------------------------------------------------------------------
-def _export_records(root: Path) -> dict[str, dict]:
-    """``cmft track`` manifest records by their first crop (relative path), or {} without a manifest."""
-    path = root / MANIFEST
-    if not path.is_file():
-        return {}
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise IndexFormatError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict) or not str(manifest.get("format", "")).startswith("cmft-tracklets/"):
-        return {}
-    runs = manifest.get("runs") or []
-    out = {}
-    for r in manifest.get("tracklets") or []:
-        if not isinstance(r, dict) or not r.get("files") or not r.get("frames"):
-            continue
-        rec = {"video": r.get("source"), "video_frames": r.get("frames"), "label": r.get("label")}
-        try:
-            fps = runs[r["run"]]["sources"][r["source_index"]].get("fps")
-        except (KeyError, IndexError, TypeError):
-            fps = None
-        if fps:
-            rec["seconds"] = round(r["frames"][0] / float(fps), 3)
-        rec["time"] = f"{r.get('source')}#{r['frames'][0]}"
-        out[str(Path(r["files"][0]))] = rec
-    return out
-
-
 def dataset_items(root: str | os.PathLike[str], dataset: str = "auto") -> tuple[str, list[dict]]:
-    """``(dataset name, entries without embeddings)`` for every test tracklet of both modalities.
+    """``(dataset name, entries without embeddings)`` for every test tracklet of both modalities, as the dataset's
+    record says (:data:`~cmft.data.datasets.registry.RECORDS`).
 
-    HITSZ-VCM (and ``cmft track`` exports): the test split (query and gallery rows, >= 12 frames); SYSU-MM01:
-    every image of the test ids in all six cameras (not one gallery draw); RegDB: split 1's test lists.
-    Keys are the absolute path of each tracklet's first frame."""
-    from cmft.data.datasets.registry import detect_dataset
+    HITSZ-VCM (and ``cmft track`` exports): the test split (query and gallery rows, >= 12 frames); SYSU-MM01 and
+    LLCM: every test image of both modalities (not one gallery draw); RegDB: split 1's test lists; BUPTCampus: the
+    query and gallery rows of both modalities. Keys are the absolute path of each tracklet's first frame; a
+    ``cmft track`` export's tracklets carry their source video, frames and capture time."""
+    from cmft.data.datasets.registry import dataset_record, detect_dataset
+    from cmft.tracking.export import manifest_records
 
     root = Path(root).resolve()
     name = detect_dataset(root) if dataset == "auto" else dataset
-    records: dict[str, dict] = {}
-    if name == "hitsz_vcm":
-        from cmft.data.datasets.hitsz_vcm import load_hitsz_vcm
-
-        ds = load_hitsz_vcm(root, splits=("test",))
-        tracklets = ds.test_ir + ds.test_rgb
-        records = _export_records(root)
-    elif name == "sysu_mm01":
-        from cmft.data.datasets.sysu_mm01 import sysu_gallery, sysu_query, sysu_tracklets
-
-        # every visible image: a "draw" of unlimited shots, back in the listing's order (id, camera, file)
-        visible = sorted(sysu_gallery(root, "all", 0, shots=1 << 30), key=lambda it: (f"{it[1]:04d}", it[2], it[0]))
-        tracklets = sysu_tracklets(root, sysu_query(root) + visible)
-    elif name == "regdb":
-        from cmft.data.datasets.regdb import load_regdb
-
-        ds = load_regdb(root, trial=1)
-        tracklets = ds.test_ir + ds.test_rgb
-    else:
-        raise ValueError(f"unknown dataset {name!r}; choose one of: auto, hitsz_vcm, sysu_mm01, regdb")
+    tracklets = dataset_record(name).index_tracklets(root)
+    records = manifest_records(root) if name == "hitsz_vcm" else {}
     items, seen = [], set()
     for t in tracklets:
         key = str(t.paths[0])
@@ -296,5 +267,5 @@ def index_folders(extractor: Any, folders: Sequence[str | os.PathLike[str]], mod
     return store
 
 
-__all__ = ["check_model", "dataset_items", "extractor_meta", "index_dataset", "index_folders", "index_tracklets", "model_fingerprint",
-           "needs_upgrade", "open_index"]
+__all__ = ["check_model", "commit_items", "dataset_items", "embed_items", "extractor_meta", "index_dataset", "index_folders",
+           "index_tracklets", "model_fingerprint", "needs_upgrade", "open_index"]

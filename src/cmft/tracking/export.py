@@ -60,6 +60,63 @@ class SourceExport:
     modality: Modality
     tracklets: list[PlannedTracklet]
     meta: dict = field(default_factory=dict)
+    start: str | None = None  # ISO 8601 capture time of the video's first frame
+
+
+def read_manifest(root: str | Path) -> dict | None:
+    """The ``manifest.json`` of a ``cmft track`` export (format :data:`MANIFEST_FORMAT`), or ``None`` when the folder
+    has none or it is another file of that name; invalid JSON is an :class:`ExportError` naming the file."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ExportError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        return None
+    return manifest
+
+
+def capture_iso(start: str | None, frame: int, fps: float | None) -> str | None:
+    """The capture time of 0-based ``frame`` of a video whose first frame was captured at ``start`` (ISO 8601):
+    ``start + frame / fps``, as ISO 8601 UTC with milliseconds; ``None`` without a start or a frame rate."""
+    if start is None or not fps:
+        return None
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime.fromisoformat(str(start).replace("Z", "+00:00"))
+    if t0.tzinfo is None:
+        t0 = t0.replace(tzinfo=timezone.utc)  # no zone: UTC, as cmft.search.gallery.parse_time reads it
+    t = (t0 + timedelta(seconds=frame / float(fps))).astimezone(timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def manifest_records(root: str | Path) -> dict[str, dict]:
+    """What an export's manifest says of each tracklet, by its first crop's path relative to ``root``: source
+    ``video``, ``video_frames``, ``label``, ``seconds`` into the video, ``time`` (``video#frame``) and, when the
+    source had a start time, ``captured`` (ISO 8601). ``{}`` for a folder without a manifest."""
+    manifest = read_manifest(root)
+    if manifest is None:
+        return {}
+    runs = manifest.get("runs") or []
+    out = {}
+    for r in manifest.get("tracklets") or []:
+        if not isinstance(r, dict) or not r.get("files") or not r.get("frames"):
+            continue
+        rec = {"video": r.get("source"), "video_frames": r.get("frames"), "label": r.get("label")}
+        try:
+            src = runs[r["run"]]["sources"][r["source_index"]]
+        except (KeyError, IndexError, TypeError):
+            src = {}
+        fps = src.get("fps") if isinstance(src, dict) else None
+        if fps:
+            rec["seconds"] = round(r["frames"][0] / float(fps), 3)
+        rec["time"] = f"{r.get('source')}#{r['frames'][0]}"
+        if r.get("captured"):
+            rec["captured"] = r["captured"]
+        out[str(Path(r["files"][0]))] = rec
+    return out
 
 
 def export_every(fps: float, export_fps: float) -> int:
@@ -170,7 +227,8 @@ def run_key(sources: Sequence[SourceExport], split: str, run_meta: dict | None) 
     """What identifies an append: the split, each source (path, camera, modality, settings) and the run's options."""
     import hashlib
 
-    what = [split, [[str(s.reader.path), s.camera, s.modality, s.meta] for s in sources], run_meta or {}]
+    what = [split, [[str(s.reader.path), s.camera, s.modality, s.meta, *([s.start] if s.start else [])] for s in sources],
+            run_meta or {}]
     return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -179,12 +237,10 @@ def _existing(root: Path) -> tuple[dict, dict[str, list[str]], set[int]]:
     _finish_commit(root)
     manifest = {"format": MANIFEST_FORMAT, "runs": [], "tracklets": []}
     if (root / MANIFEST).is_file():
-        try:
-            manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ExportError(f"{root / MANIFEST}: not valid JSON ({e}); refusing to append to this folder") from None
-        if manifest.get("format") != MANIFEST_FORMAT:
-            raise ExportError(f"{root / MANIFEST}: format {manifest.get('format')!r} is not {MANIFEST_FORMAT!r}")
+        found = read_manifest(root)
+        if found is None:
+            raise ExportError(f"{root / MANIFEST}: not a {MANIFEST_FORMAT!r} manifest; refusing to append to this folder")
+        manifest = found
     elif root.is_dir() and any(root.iterdir()) and not (root / "info").is_dir():
         raise ExportError(f"{root}: folder is not empty and is not a HITSZ-VCM dataset (no info/); choose another --out")
     info = {name: _read_lines(root / "info" / name) for name in
@@ -306,6 +362,7 @@ def _write(root: Path, sources: Sequence[SourceExport], split: str, manifest: di
                     "split": split, "row": len(rows), "pid": t.pid, "camera": s.camera, "modality": s.modality,
                     "label": t.label, "source": str(s.reader.path), "track_id": t.track_id, "frames": t.frames,
                     "boxes": np.round(t.boxes, 2).tolist(), "files": files[k], "source_index": s_index,
+                    **({"captured": capture_iso(s.start, t.frames[0], s.reader.info.fps)} if s.start else {}),
                 })
                 done += 1
                 if progress is not None:
@@ -322,7 +379,8 @@ def _write(root: Path, sources: Sequence[SourceExport], split: str, manifest: di
         files[name] = "".join(f"{ln}\n" for ln in lines)
     manifest["runs"].append({**(run_meta or {}), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "split": split,
                              "key": run_key(sources, split, run_meta),
-                             "sources": [{"path": str(s.reader.path), "camera": s.camera, "modality": s.modality, **s.meta} for s in sources]})
+                             "sources": [{"path": str(s.reader.path), "camera": s.camera, "modality": s.modality, **s.meta,
+                                          **({"start": s.start} if s.start else {})} for s in sources]})
     run_index = len(manifest["runs"]) - 1
     manifest["tracklets"] += [{**r, "run": run_index} for r in records]
     files[MANIFEST] = json.dumps(manifest, indent=1)

@@ -61,6 +61,25 @@ class TrackingRun:
         return (self.frames + 1).tolist(), dets, tracks
 
 
+def build_pipeline(
+    detector: str | Callable[[np.ndarray], np.ndarray], modality: str, fps: float, *, conf: float = 0.5, nms: float = 0.45,
+    input_size: int | None = None, tracker: str = "strongsort", cmc: str = "none", appearance: str = "histogram",
+    max_cos_dist: float | None = None, device: str = "cpu",
+) -> tuple[Callable[[np.ndarray], np.ndarray], Tracker, AppearanceEmbedder | None]:
+    """Detector (a spec, or one already built), tracker and appearance embedder for one video of ``modality`` at
+    ``fps``: what ``cmft track`` and ``cmft ingest`` run. Bad specs raise DetectorError / ValueError /
+    FileNotFoundError naming what is wrong."""
+    from cmft.tracking.appearance import build_embedder
+    from cmft.tracking.detectors import build_detector
+    from cmft.tracking.trackers import build_tracker
+
+    det = build_detector(detector, conf=conf, nms=nms, input_size=input_size, device=device) if isinstance(detector, str) else detector
+    emb = build_embedder(appearance, modality, device) if tracker.lower() == "strongsort" else None
+    gate = max_cos_dist if max_cos_dist is not None else getattr(emb, "suggested_max_cos_dist", 0.2)
+    trk = build_tracker(tracker, cmc=None if cmc.lower() == "none" else cmc.lower(), fps=fps, max_cos_dist=gate)
+    return det, trk, emb
+
+
 def track_video(
     reader: VideoReader,
     detector: Callable[[np.ndarray], np.ndarray],

@@ -15,32 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from cmft.data.errors import DatasetFormatError
-from cmft.data.types import VIDataset
+from cmft.data.types import Tracklet, VIDataset
 
 DATASETS = ("hitsz_vcm", "sysu_mm01", "regdb", "buptcampus", "llcm")
 
 
 def detect_dataset(root: str | Path) -> str:
-    """The dataset format of a folder, from its layout; a clear error when it is none of them."""
+    """The dataset format of a folder, from its layout (each record's ``detect``, in table order); a clear error
+    when it is none of them."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetFormatError(f"{root}: dataset root is not a directory")
-    from cmft.data.datasets.buptcampus import is_buptcampus
-    from cmft.data.datasets.llcm import is_llcm
-
-    if is_buptcampus(root):
-        return "buptcampus"
-    if is_llcm(root):
-        return "llcm"
-    if (root / "info").is_dir():
-        return "hitsz_vcm"
-    if (root / "exp").is_dir() and any((root / f"cam{c}").is_dir() for c in range(1, 7)):
-        return "sysu_mm01"
-    if (root / "idx").is_dir() and ((root / "Visible").is_dir() or (root / "Thermal").is_dir()):
-        return "regdb"
+    for record in RECORDS.values():
+        if record.detect(root):
+            return record.name
     raise DatasetFormatError(
-        f"{root}: not a known dataset layout: HITSZ-VCM has info/, SYSU-MM01 has exp/ and cam1..cam6/, "
-        "RegDB has idx/, Visible/ and Thermal/, BUPTCampus has DATA/ and data_paths.json, LLCM has idx/train_vis.txt, test_vis/ and test_nir/"
+        f"{root}: not a known dataset layout: " + ", ".join(f"{r.title} has {r.layout}" for r in RECORDS.values())
     )
 
 
@@ -93,11 +83,97 @@ def _llcm(root: Path, o: DatasetOptions) -> VIDataset:
     return load_llcm(root, trial=0 if o.trial is None else o.trial, check_files=o.check_files)
 
 
-# the dataset table: name -> reader, every reader called as reader(root, options)
-READERS: dict[str, Callable[[Path, DatasetOptions], VIDataset]] = {
-    "hitsz_vcm": _hitsz_vcm, "sysu_mm01": _sysu_mm01, "regdb": _regdb, "buptcampus": _buptcampus, "llcm": _llcm,
-}
-assert tuple(READERS) == DATASETS
+# -- detection: what each layout has ----------------------------------------------------------------------------
+def _is_buptcampus(root: Path) -> bool:
+    from cmft.data.datasets.buptcampus import is_buptcampus
+
+    return is_buptcampus(root)
+
+
+def _is_llcm(root: Path) -> bool:
+    from cmft.data.datasets.llcm import is_llcm
+
+    return is_llcm(root)
+
+
+def _is_hitsz_vcm(root: Path) -> bool:
+    return (root / "info").is_dir()
+
+
+def _is_sysu_mm01(root: Path) -> bool:
+    return (root / "exp").is_dir() and any((root / f"cam{c}").is_dir() for c in range(1, 7))
+
+
+def _is_regdb(root: Path) -> bool:
+    return (root / "idx").is_dir() and ((root / "Visible").is_dir() or (root / "Thermal").is_dir())
+
+
+# -- what `cmft index` embeds of each: every test tracklet of both modalities ---------------------------------------
+def _index_hitsz_vcm(root: Path) -> list[Tracklet]:
+    from cmft.data.datasets.hitsz_vcm import load_hitsz_vcm
+
+    ds = load_hitsz_vcm(root, splits=("test",))
+    return ds.test_ir + ds.test_rgb
+
+
+def _index_sysu_mm01(root: Path) -> list[Tracklet]:
+    from cmft.data.datasets.sysu_mm01 import sysu_gallery, sysu_query, sysu_tracklets
+
+    # every visible image: a "draw" of unlimited shots, back in the listing's order (id, camera, file)
+    visible = sorted(sysu_gallery(root, "all", 0, shots=1 << 30), key=lambda it: (f"{it[1]:04d}", it[2], it[0]))
+    return sysu_tracklets(root, sysu_query(root) + visible)
+
+
+def _index_regdb(root: Path) -> list[Tracklet]:
+    ds = _regdb(root, DatasetOptions(trial=1))
+    return ds.test_ir + ds.test_rgb
+
+
+def _index_buptcampus(root: Path) -> list[Tracklet]:
+    ds = _buptcampus(root, DatasetOptions())  # query and gallery rows of both modalities
+    return ds.test_ir + ds.test_rgb
+
+
+def _index_llcm(root: Path) -> list[Tracklet]:
+    from cmft.data.datasets.llcm import llcm_draws
+
+    queries, _ = llcm_draws(root, range(0))  # every test image of each modality (each draw's gallery is a subset)
+    return queries["ir"] + queries["rgb"]
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """Everything the toolkit knows of one dataset, in one place: how to recognise its layout, how to read it,
+    its evaluation rule, and which tracklets ``cmft index`` embeds."""
+
+    name: str
+    title: str
+    layout: str  # what its root holds, for error messages
+    detect: Callable[[Path], bool]
+    read: Callable[[Path, DatasetOptions], VIDataset]
+    protocol: str  # the default evaluation rule (cmft.evaluation.protocols)
+    index_tracklets: Callable[[Path], list[Tracklet]]
+
+
+# the dataset table, in detection order (BUPTCampus and LLCM before the layouts their folders resemble)
+RECORDS: dict[str, DatasetRecord] = {r.name: r for r in (
+    DatasetRecord("buptcampus", "BUPTCampus", "DATA/ and data_paths.json", _is_buptcampus, _buptcampus, "buptcampus",
+                  _index_buptcampus),
+    DatasetRecord("llcm", "LLCM", "idx/train_vis.txt, test_vis/ and test_nir/", _is_llcm, _llcm, "llcm", _index_llcm),
+    DatasetRecord("hitsz_vcm", "HITSZ-VCM", "info/", _is_hitsz_vcm, _hitsz_vcm, "hitsz_vcm", _index_hitsz_vcm),
+    DatasetRecord("sysu_mm01", "SYSU-MM01", "exp/ and cam1..cam6/", _is_sysu_mm01, _sysu_mm01, "sysu", _index_sysu_mm01),
+    DatasetRecord("regdb", "RegDB", "idx/, Visible/ and Thermal/", _is_regdb, _regdb, "regdb", _index_regdb),
+)}
+# name -> reader, every reader called as reader(root, options)
+READERS: dict[str, Callable[[Path, DatasetOptions], VIDataset]] = {n: RECORDS[n].read for n in DATASETS}
+assert set(RECORDS) == set(DATASETS)
+
+
+def dataset_record(name: str) -> DatasetRecord:
+    """The record of dataset ``name``; an unknown name lists the valid ones."""
+    if name not in RECORDS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of: auto, {', '.join(DATASETS)}")
+    return RECORDS[name]
 
 
 def load_dataset(name: str, root: str | Path, options: DatasetOptions | None = None, **fields: Any) -> VIDataset:
@@ -111,6 +187,4 @@ def load_dataset(name: str, root: str | Path, options: DatasetOptions | None = N
         raise ValueError(f"unknown dataset option(s) {sorted(set(fields) - set(valid))}; valid: {valid}") from None
     if name == "auto":
         name = detect_dataset(root)
-    if name not in READERS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of: auto, {', '.join(DATASETS)}")
-    return READERS[name](Path(root), opts)
+    return dataset_record(name).read(Path(root), opts)
