@@ -210,3 +210,24 @@ def test_info_train_eval_end_to_end(bupt: Path, tmp_path: Path) -> None:
                             "--protocol", "buptcampus_m3reid"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["ir2rgb"]["num_valid_queries"] == 1
+    ds = load_dataset("buptcampus", bupt)
+    _index_and_check(run / "last.pt", bupt, tmp_path / "store", ds.test_ir + ds.test_rgb)
+
+
+def _index_and_check(checkpoint: Path, root: Path, store: Path, tracklets: list) -> None:
+    """`cmft index` of the tree: every test tracklet of both modalities (query and gallery rows), each with its
+    identity, camera and frames; a second run adds nothing."""
+    from cmft.search.store import open_store
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["index", str(root), "--store", str(store), "--checkpoint", str(checkpoint), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    want = sorted((str(Path(t.paths[0]).resolve()), t.modality, int(t.pid), int(t.camid), len(t.paths))
+                  for t in tracklets)
+    with open_store(store) as s:
+        got = sorted((e["key"], e["modality"], e["pid"], e["camera"], len(e["frames"])) for e in s.entries())
+    assert got == want
+    r = runner.invoke(app, ["index", str(root), "--store", str(store), "--checkpoint", str(checkpoint), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    with open_store(store) as s:
+        assert len(s.entries()) == len(want)

@@ -182,3 +182,10 @@ def test_info_train_eval_end_to_end(llcm: Path, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     metrics = json.loads(r.stdout)
     assert set(metrics) == {"ir2rgb", "rgb2ir"} and all(m["trials"] == 3 for m in metrics.values())
+    # `cmft index`: every test image of both modalities, not one gallery draw
+    from test_buptcampus import _index_and_check
+
+    from cmft.data.datasets.llcm import llcm_draws
+
+    queries, _ = llcm_draws(llcm, range(0))
+    _index_and_check(run / "last.pt", llcm, tmp_path / "store", queries["ir"] + queries["rgb"])
