@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from cmft.cli import data, demo, evaluate, export, search, serve, track, train
+from cmft.cli import data, demo, evaluate, export, ingest, search, serve, track, train
 
 
 def build_app() -> typer.Typer:
     """The app with every command, in the order ``cmft --help`` lists them."""
     application = typer.Typer(add_completion=False, no_args_is_help=True, help="Video visible-infrared person re-ID (CMFT).")
-    for module in (search, track, serve, export, data, train, evaluate, demo):
+    for module in (search, track, ingest, serve, export, data, train, evaluate, demo):
         module.register(application)
     return application
 

@@ -90,7 +90,7 @@ def open_index(folder: str | os.PathLike[str], extractor: Any, kind: str = "flat
         where = gallery._label
     else:
         path = Path(folder)
-        if path.is_dir() and any(p.name not in ("gallery.lance", "thumbs", ".write.lock") for p in path.iterdir()):
+        if path.is_dir() and any(p.name not in ("gallery.lance", "thumbs", ".write.lock", "crops") for p in path.iterdir()):
             raise IndexFormatError(f"{folder}: not empty and not a gallery store; choose another --store")
         gallery = GalleryStore.create(path, mine["dim"], kind, meta=mine, exist_ok=True)
         where = gallery._label

@@ -223,6 +223,11 @@ class MilvusGallery:
         got = self.client.get(self.collection, ids=list(by_id), output_fields=["id", "key"]) if by_id else []
         return {r["key"]: int(r["id"]) for r in got if by_id.get(int(r["id"])) == r["key"]}
 
+    def count_prefix(self, prefix: str) -> int:
+        """How many entries have a key that starts with ``prefix``."""
+        esc = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return len(self._rows(f"key like {_quote(esc + '%')}", ["id"]))
+
     def find_suffix(self, tail: str, limit: int = 4) -> list[int]:
         esc = tail.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return sorted(int(r["id"]) for r in self._rows(f"key like {_quote('%' + esc)}", ["id"]))[:limit]

@@ -362,6 +362,10 @@ class GalleryStore:
             out.update(zip(got["key"].to_pylist(), got["id"].to_pylist()))
         return out
 
+    def count_prefix(self, prefix: str) -> int:
+        """How many entries have a key that starts with ``prefix`` (e.g. every tracklet of one ingested video)."""
+        return int(self._read(lambda tbl: tbl.count_rows(f"starts_with(key, {_sql(prefix)})")))
+
     def find_suffix(self, tail: str, limit: int = 4) -> list[int]:
         """Ids of entries whose key ends with ``tail`` (at most ``limit``, lowest ids first)."""
         keys = self._cached("keys", lambda: self._rows(None, ["id", "key"]))

@@ -92,19 +92,22 @@ def capture_iso(start: str | None, frame: int, fps: float | None) -> str | None:
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
-def manifest_records(root: str | Path) -> dict[str, dict]:
-    """What an export's manifest says of each tracklet, by its first crop's path relative to ``root``: source
-    ``video``, ``video_frames``, ``label``, ``seconds`` into the video, ``time`` (``video#frame``) and, when the
-    source had a start time, ``captured`` (ISO 8601). ``{}`` for a folder without a manifest."""
+def manifest_tracklets(root: str | Path) -> list[dict]:
+    """Every tracklet an export's manifest lists, in order: ``files`` (absolute crop paths), ``camera``,
+    ``modality``, ``pid``, and what the manifest says of its source: ``video``, ``video_frames``, ``label``,
+    ``seconds`` into the video, ``time`` (``video#frame``) and, when the source had a start time, ``captured``
+    (ISO 8601). ``[]`` for a folder without a manifest."""
     manifest = read_manifest(root)
     if manifest is None:
-        return {}
+        return []
+    root = Path(root)
     runs = manifest.get("runs") or []
-    out = {}
+    out = []
     for r in manifest.get("tracklets") or []:
         if not isinstance(r, dict) or not r.get("files") or not r.get("frames"):
             continue
-        rec = {"video": r.get("source"), "video_frames": r.get("frames"), "label": r.get("label")}
+        rec = {"files": [str(root / f) for f in r["files"]], "camera": r.get("camera"), "modality": r.get("modality"),
+               "pid": r.get("pid"), "video": r.get("source"), "video_frames": r.get("frames"), "label": r.get("label")}
         try:
             src = runs[r["run"]]["sources"][r["source_index"]]
         except (KeyError, IndexError, TypeError):
@@ -115,7 +118,17 @@ def manifest_records(root: str | Path) -> dict[str, dict]:
         rec["time"] = f"{r.get('source')}#{r['frames'][0]}"
         if r.get("captured"):
             rec["captured"] = r["captured"]
-        out[str(Path(r["files"][0]))] = rec
+        out.append(rec)
+    return out
+
+
+def manifest_records(root: str | Path) -> dict[str, dict]:
+    """What an export's manifest says of each tracklet's source (:func:`manifest_tracklets` less the crops and
+    labels), by its first crop's path relative to ``root``; ``{}`` for a folder without a manifest."""
+    out = {}
+    for t in manifest_tracklets(root):
+        out[str(Path(t["files"][0]).relative_to(Path(root)))] = {
+            k: v for k, v in t.items() if k not in ("files", "camera", "modality", "pid")}
     return out
 
 

@@ -134,3 +134,43 @@ class VideoReader:
 def open_video(path: str | Path, fps: float | None = None) -> VideoReader:
     """Open a video file or frame folder; ``fps`` overrides the rate the source declares."""
     return VideoReader(path, fps)
+
+
+def write_segments(source: str | Path, out_dir: str | Path, length: int, count: int | None = None, start: int = 0,
+                   fourcc: str = "mp4v") -> list[Path]:
+    """Cut ``source`` into consecutive clips of ``length`` frames (from frame ``start``, at most ``count`` of them),
+    written as ``<stem>-<first frame>.mp4`` at the source's rate: short camera videos for ingest tests and benchmarks.
+    A last clip shorter than ``length`` is dropped."""
+    import cv2
+
+    if length < 1:
+        raise ValueError(f"length must be >= 1, got {length}")
+    reader = open_video(source)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    writer, frames, first = None, 0, start
+    try:
+        for index, frame in reader.frames():
+            if index < start:
+                continue
+            if writer is None:
+                if count is not None and len(written) >= count:
+                    break
+                first, frames = index, 0
+                path = out_dir / f"{reader.path.stem}-{index:06d}.mp4"
+                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), reader.info.fps,
+                                         (frame.shape[1], frame.shape[0]))
+                if not writer.isOpened():
+                    raise VideoError(f"{path}: OpenCV cannot write {fourcc} video here")
+            writer.write(frame)
+            frames += 1
+            if frames == length:
+                writer.release()
+                writer = None
+                written.append(path)
+    finally:
+        if writer is not None:  # a last, short clip
+            writer.release()
+            path.unlink(missing_ok=True)
+    return written

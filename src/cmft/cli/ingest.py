@@ -1,0 +1,125 @@
+"""``cmft ingest``: a manifest of camera videos -> tracklets with capture times -> one gallery, on Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from cmft.cli._common import _fail, console, err
+from cmft.cli.track import DETECTOR_HELP, TrackerName
+
+
+def ingest_cmd(
+    manifest: Annotated[Path, typer.Argument(help="YAML or CSV: one video (file or frame folder) per row with path, camera, modality (rgb/ir), start (ISO 8601 capture time of the first frame) and optional fps")],
+    checkpoint: Annotated[Path, typer.Option(help="the model that embeds the tracklets (a run's best.pt)")],
+    store: Annotated[str, typer.Option(help="gallery store folder (created or appended to) or Milvus URI / Milvus Lite *.db file")],
+    detector: Annotated[str, typer.Option("--detector", "-d", help=DETECTOR_HELP)],
+    address: Annotated[Optional[str], typer.Option(help="join a running Ray cluster (e.g. ray://head:10001 or auto); default: start a local Ray for this command")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Ray actors, each processing one video at a time (default: CPU cores / --threads, or the GPUs with --device cuda); 0 = a plain loop in this process, no Ray")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda: where detection and embedding run")] = "auto",
+    threads: Annotated[int, typer.Option(help="CPU threads (and Ray CPUs) per worker")] = 1,
+    crops: Annotated[Optional[Path], typer.Option(help="folder for the tracklets' crops and the ingest ledger (default: STORE/crops for a store folder; required for URIs); on a cluster, a shared file system")] = None,
+    tracker: TrackerName = "strongsort",
+    batch_size: Annotated[int, typer.Option(help="tracklets per embedding forward pass")] = 32,
+    as_json: Annotated[bool, typer.Option("--json", help="print one summary object (videos, failed, tracklets, frames, seconds, per_video)")] = False,
+) -> None:
+    """Ingest a day of camera videos: decode, detect, track and export each video, embed its tracklets and append
+    them to the gallery with their capture times, one commit per video. Re-running skips the videos already in the
+    gallery, so a killed ingest is finished by running it again. Exit code 0 only when no video failed."""
+    from cmft.devices import resolve_device
+    from cmft.ingest import IngestManifestError, IngestSettings, ingest, read_manifest
+    from cmft.search.gallery import IndexFormatError, is_milvus
+
+    try:
+        rows = read_manifest(manifest)
+    except IngestManifestError as e:
+        _fail(str(e))
+    if threads < 1:
+        _fail(f"--threads must be at least 1, got {threads}")
+    if batch_size < 1:
+        _fail(f"--batch-size must be at least 1, got {batch_size}")
+    if not checkpoint.is_file():
+        _fail(f"{checkpoint}: no such checkpoint")
+    dev = str(resolve_device(device))
+    if workers is None:
+        import torch
+
+        workers = torch.cuda.device_count() if dev.startswith("cuda") else max(1, (os.cpu_count() or 1) // threads)
+    if workers < 0:
+        _fail(f"--workers must be 0 (no Ray) or more, got {workers}")
+    if crops is None:
+        if is_milvus(store) and not str(store).endswith(".db") or "://" in str(store):
+            _fail(f"{store}: give --crops, a folder for the tracklets' crops (a shared file system on a cluster)")
+        crops = Path(f"{store}.crops") if is_milvus(store) else Path(store) / "crops"
+    settings = IngestSettings(str(checkpoint.resolve()), detector, str(crops.resolve()), device=dev, threads=threads,
+                              batch_size=batch_size, tracker=tracker)
+    gallery = _open_gallery(settings, store)
+    try:
+        summary = _run(rows, settings, gallery, workers, address, as_json)
+    except (IndexFormatError, ValueError, RuntimeError) as e:
+        _fail(str(e))
+    finally:
+        gallery.close()
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        console.print(_table(summary))
+        rate = summary["video_seconds"] / max(summary["seconds"], 1e-9)
+        console.print(f"{summary['videos']} videos ({summary['failed']} failed), {summary['tracklets']} tracklets added, "
+                      f"{summary['frames']} frames in {summary['seconds']:.1f} s: {summary['frames'] / max(summary['seconds'], 1e-9):.1f} "
+                      f"frames/s, {rate:.1f}x real time, {workers or 'no'} Ray worker{'s' if workers != 1 else ''}")
+        for f in summary["failed_videos"]:
+            err.print(f"failed: {f['path']}: {f['error']}")
+    if summary["failed"]:
+        raise typer.Exit(code=1)
+
+
+def _open_gallery(settings: Any, store: str) -> Any:
+    """The gallery (created for this model if new), or a clear exit."""
+    from cmft.inference import Extractor
+    from cmft.search.gallery import IndexFormatError
+    from cmft.search.indexing import open_index
+
+    try:
+        ex = Extractor(settings.checkpoint, device="cpu", batch_size=1)
+        return open_index(store, ex, "flat", {"checkpoint": settings.checkpoint})
+    except (IndexFormatError, FileNotFoundError, ValueError, RuntimeError) as e:
+        _fail(str(e))
+
+
+def _run(rows: list, settings: Any, gallery: Any, workers: int, address: str | None, quiet: bool) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cmft.ingest import ingest
+
+    with Progress(TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                  TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as p:
+        task = p.add_task("videos", total=len(rows), rate="")
+
+        def update(res: dict, done: int, total: int, fps: float) -> None:
+            p.update(task, completed=done, rate=f"{fps:6.1f} frames/s across workers")
+
+        return ingest(rows, settings, gallery, workers=workers, address=address, progress=update)
+
+
+def _table(summary: dict[str, Any]) -> Table:
+    table = Table(title="ingest")
+    for col in ("video", "cam", "mod", "frames", "tracklets", "seconds", "status"):
+        table.add_column(col, justify="left" if col in ("video", "mod", "status") else "right")
+    for v in summary["per_video"]:
+        table.add_row(Path(v["path"]).name, str(v["camera"]), v["modality"], str(v["frames"]), str(v["tracklets"]),
+                      f"{v['seconds']:.1f}", v["status"] if v["status"] != "failed" else f"failed: {v['error']}")
+    table.add_section()
+    table.add_row("total", "", "", str(summary["frames"]), str(summary["tracklets"]), f"{summary['seconds']:.1f}",
+                  f"{summary['video_seconds'] / max(summary['seconds'], 1e-9):.1f}x real time")
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``ingest`` to ``app``."""
+    app.command("ingest")(ingest_cmd)

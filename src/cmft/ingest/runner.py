@@ -1,0 +1,154 @@
+"""The ingest driver: which videos are left, who processes them (a plain loop, or Ray actors), and the one
+commit per video that makes the gallery exactly-once.
+
+A video is done when the gallery holds a tracklet of it (its keys start with its crop folder) or the ledger
+(``ingested.jsonl`` in the crops folder, written after each commit) lists it, which also covers videos without
+tracklets. The driver alone writes: each video's tracklets go into the store in one commit (a kill leaves all
+of them or none), then its ledger line. A kill between the two is harmless: the next run finds the tracklets and
+skips the video. Workers only read videos and write crops into the video's own folder, which a new attempt
+clears first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from cmft.ingest.manifest import VideoRow
+from cmft.ingest.worker import IngestSettings, VideoProcessor, video_folder
+
+LEDGER = "ingested.jsonl"
+Progress = Callable[[dict[str, Any], int, int, float], None]  # (video result, videos done, total, frames/s so far)
+
+
+class Ledger:
+    """The videos finished without a tracklet to show for it (and every other finished one): one JSON line each,
+    appended and flushed to disk after the video's commit; a torn last line (a kill mid-write) is ignored."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.path = Path(folder) / LEDGER
+        self.done: dict[str, dict] = {}
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict) and "video_id" in rec:
+                    self.done[rec["video_id"]] = rec
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.done[record["video_id"]] = record
+
+
+def ingest(rows: Sequence[VideoRow], settings: IngestSettings, store: Any, workers: int = 1, address: str | None = None,
+           progress: Progress | None = None) -> dict[str, Any]:
+    """Process every video of ``rows`` not yet in ``store`` and commit each one's tracklets; ``workers`` Ray actors
+    (``0``: this process, no Ray). Returns the summary of the public interface (``videos``, ``failed``,
+    ``tracklets``, ``frames``, ``seconds``, ``per_video``)."""
+    from cmft.search.indexing import commit_items
+
+    t0 = time.perf_counter()
+    ledger = Ledger(settings.crops)
+    results: dict[int, dict[str, Any]] = {}
+    todo = []
+    for r in rows:
+        present = store.count_prefix(str(video_folder(settings, r)) + os.sep)
+        if present or r.video_id in ledger.done:
+            results[r.row] = {**r.as_dict(), "frames": 0, "tracklets": 0, "seconds": 0.0, "status": "skipped",
+                              "video_seconds": 0.0}
+        else:
+            todo.append(r)
+    frames_done = 0
+
+    def finish(res: dict[str, Any]) -> None:
+        nonlocal frames_done
+        items, emb = res.pop("items"), res.pop("embeddings")
+        if res["status"] == "ok":
+            try:
+                added = commit_items(store, emb, items) if items else []
+            except Exception as e:  # noqa: BLE001 - the store refused this video: report it, go on
+                res.update(status="failed", error=f"commit to the gallery failed: {e}")
+            else:
+                res["tracklets"] = len(added)
+                ledger.add({"video_id": res["video_id"], "path": res["path"], "camera": res["camera"],
+                            "modality": res["modality"], "start": res["start"], "frames": res["frames"],
+                            "tracklets": len(items), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        if res["status"] == "failed":
+            res["tracklets"] = 0
+        frames_done += res["frames"]
+        row = next(r.row for r in todo if r.video_id == res["video_id"])
+        results[row] = {k: v for k, v in res.items() if k != "video_id"}
+        if progress is not None:
+            progress(results[row], len(results), len(rows), frames_done / max(time.perf_counter() - t0, 1e-9))
+
+    for res in (_plain(todo, settings) if workers == 0 else _ray(todo, settings, workers, address)):
+        finish(res)
+    per_video = [results[r.row] for r in rows]
+    failed = [v for v in per_video if v["status"] == "failed"]
+    return {
+        "videos": len(rows), "failed": len(failed), "failed_videos": [{"path": v["path"], "error": v["error"]} for v in failed],
+        "tracklets": sum(v["tracklets"] for v in per_video if v["status"] == "ok"),
+        "frames": sum(v["frames"] for v in per_video), "seconds": time.perf_counter() - t0,
+        "video_seconds": sum(v.get("video_seconds", 0.0) for v in per_video),
+        "workers": workers,
+        "per_video": [{k: v.get(k) for k in ("path", "camera", "modality", "frames", "tracklets", "seconds", "status")}
+                      | ({"error": v["error"]} if v["status"] == "failed" else {}) for v in per_video],
+    }
+
+
+def _plain(todo: Sequence[VideoRow], settings: IngestSettings) -> Iterator[dict[str, Any]]:
+    """The videos one after another in this process."""
+    if not todo:
+        return
+    processor = VideoProcessor(settings)
+    for row in todo:
+        yield processor.process(row)
+
+
+def _ray(todo: Sequence[VideoRow], settings: IngestSettings, workers: int, address: str | None) -> Iterator[dict[str, Any]]:
+    """The videos over ``workers`` Ray actors, results as they finish. A local Ray is started (and stopped) unless
+    ``address`` joins a running cluster; each actor asks for ``settings.threads`` CPUs and, on CUDA, its share of
+    the GPUs, so the scheduler spreads actors over the nodes that have them."""
+    if not todo:
+        return
+    import ray
+    from ray.util import ActorPool
+
+    started = not ray.is_initialized()
+    if started:
+        local = {} if address else {"num_cpus": max(os.cpu_count() or 1, workers * settings.threads)}
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False, **local)
+    try:
+        gpus = ray.cluster_resources().get("GPU", 0) if settings.device.startswith("cuda") else 0
+        per_gpu = min(1.0, gpus / workers) if gpus else 0
+        if settings.device.startswith("cuda") and not gpus:
+            raise RuntimeError("--device cuda: the Ray cluster has no GPU")
+        actor = ray.remote(num_cpus=settings.threads, num_gpus=per_gpu)(_Actor)
+        pool = ActorPool([actor.remote(settings) for _ in range(min(workers, len(todo)))])
+        for row in todo:
+            pool.submit(lambda a, r: a.process.remote(r), row)
+        while pool.has_next():
+            yield pool.get_next_unordered()
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class _Actor:
+    """A Ray actor around one :class:`VideoProcessor` (the model and detector load once per actor)."""
+
+    def __init__(self, settings: IngestSettings) -> None:
+        self.processor = VideoProcessor(settings)
+
+    def process(self, row: VideoRow) -> dict[str, Any]:
+        return self.processor.process(row)
