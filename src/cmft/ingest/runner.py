@@ -121,8 +121,11 @@ def _ray(todo: Sequence[VideoRow], settings: IngestSettings, workers: int, addre
     the GPUs, so the scheduler spreads actors over the nodes that have them."""
     if not todo:
         return
-    import ray
-    from ray.util import ActorPool
+    try:
+        import ray
+        from ray.util import ActorPool
+    except ImportError:
+        raise RuntimeError("Ray is not installed: pip install 'cmft[ingest]', or run with --workers 0 (no Ray)") from None
 
     started = not ray.is_initialized()
     if started:
