@@ -4,6 +4,7 @@ checkpoint is being written) resumes to weights identical to an uninterrupted ru
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -419,3 +420,103 @@ def test_optimize_killed_anywhere_keeps_every_commit(tmp_path: Path) -> None:
         recall = np.mean([len({i for i, _ in a} & {i for i, _ in e}) / len(e) for a, e in zip(approx, exact) if e])
         assert recall >= 0.9, recall
     assert during_optimize >= OPTIMIZE_KILLS // 4, during_optimize  # the kills did land while optimizing
+
+
+INGEST_KILLS = int(os.environ.get("CMFT_INGEST_KILLS", "10"))
+_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+_YF = _DATA / "weights" / "yolo_fastest"
+
+
+@pytest.mark.skipif(not (_DATA / "mot15" / "PETS09-S2L1" / "vtest.avi").is_file() or not _YF.is_dir(),
+                    reason="PETS09-S2L1 or Yolo-Fastest not found in ../shared/data")
+def test_ingest_killed_anywhere_reruns_to_the_uninterrupted_gallery(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """`cmft ingest` of five videos SIGKILLed (its whole process group, Ray's processes included) at INGEST_KILLS
+    seeded random moments of its work, every third run on 2 Ray workers: after each kill the store opens and holds
+    whole videos only (each video's tracklets all there, with the uninterrupted run's embeddings, or none), and
+    running the command again ends with exactly the uninterrupted run's tracklets."""
+    import numpy as np
+    import yaml
+
+    from cmft.search.store import is_store, open_store
+    from cmft.tracking.video import write_segments
+
+    clips = write_segments(_DATA / "mot15" / "PETS09-S2L1" / "vtest.avi", tmp_path / "clips", 40, count=5, start=200)
+    manifest = tmp_path / "day.yaml"
+    manifest.write_text(yaml.safe_dump([{"path": str(c), "camera": i + 1, "modality": "ir" if i % 2 else "rgb",
+                                         "start": f"2026-12-01T0{i}:00:00Z"} for i, c in enumerate(clips)]))
+    body = f"darknet:{_YF / 'yolo-fastest-1.1_body.cfg'}:{_YF / 'yolo-fastest-1.1_body.weights'}"
+
+    def cmd(store: Path, workers: int) -> list[str]:
+        return _cmft("ingest", str(manifest), "--checkpoint", str(tiny_checkpoint), "--store", str(store),
+                     "--detector", body, "--device", "cpu", "--workers", str(workers))
+
+    def contents(store: Path) -> dict[str, tuple]:
+        """{key below the crops folder: (video, captured, camera, modality, embedding)}, checked for duplicates."""
+        if not is_store(store):
+            return {}
+        with open_store(store, readonly=True) as s:
+            entries = s.entries()
+            keys = [e["key"] for e in entries]
+            assert len(keys) == len(set(keys)), outcomes
+            return {str(Path(e["key"]).relative_to(store / "crops")): (e["video"], e["captured"], e["camera"], e["modality"],
+                                                                        s.embedding(e["id"])) for e in entries}
+
+    def same(got: dict[str, tuple], keys: set[str] | None = None) -> None:
+        assert set(got) == (set(want) if keys is None else keys), outcomes
+        for k, v in got.items():
+            assert v[:4] == want[k][:4], (k, outcomes)
+            assert np.allclose(v[4], want[k][4], atol=1e-6), (k, outcomes)
+
+    outcomes: list[str] = []
+    ref = tmp_path / "reference"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd(ref, 0), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and not (ref / "crops").is_dir():  # the first video's crops: the work has begun
+        time.sleep(0.005)
+    startup = time.perf_counter() - t0
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
+    seconds = time.perf_counter() - t0
+    want = contents(ref)
+    videos = {v[0] for v in want.values()}
+    assert len(videos) >= 3, want.keys()  # most videos give tracklets (one may give none: the ledger covers it)
+    per_video = {v: {k for k, x in want.items() if x[0] == v} for v in videos}
+
+    rng = random.Random(4)
+    store, runs, partial = tmp_path / "store0", 0, 0
+    for attempt in range(4 * INGEST_KILLS):
+        if sum(not o.startswith("after it finished") for o in outcomes) >= INGEST_KILLS:
+            break
+        workers = 2 if attempt % 3 == 2 else 0
+        spawned = time.perf_counter()
+        proc = subprocess.Popen(cmd(store, workers), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        ray_start = 6.0 if workers else 0.0  # Ray's start and its actors' imports come before the first video
+        left = 1 - len(contents(store)) / len(want)  # a re-run has only the uncommitted videos to do
+        delay = rng.uniform(0.9 * startup, startup + left * (seconds - startup)) + ray_start  # mostly in the work
+        while proc.poll() is None and time.perf_counter() < spawned + delay:
+            time.sleep(0.01)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            outcomes.append(f"at {delay:.1f}s with {workers} Ray workers")
+        else:
+            outcomes.append("after it finished")
+        got = contents(store)
+        same(got, set(got))  # every entry is the uninterrupted run's
+        for v, keys in per_video.items():  # whole videos only
+            assert not (set(got) & keys) or keys <= set(got), (v, outcomes)
+        outcomes[-1] += f" ({len(got)} of {len(want)} tracklets)"
+        if 0 < len(got) < len(want):
+            partial += 1
+        if outcomes[-1].startswith("after it finished") or len(got) == len(want):  # this chain is complete
+            same(got)
+            runs += 1
+            store = tmp_path / f"store{runs}"
+    proc = subprocess.run(cmd(store, 0), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    same(contents(store))
+    again = subprocess.run([*cmd(store, 0), "--json"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and json.loads(again.stdout)["tracklets"] == 0, again.stderr[-2000:]
+    assert sum(not o.startswith("after it finished") for o in outcomes) >= INGEST_KILLS, outcomes
+    assert partial >= 2, outcomes  # kills landed between videos' commits, not only before the first or after the last
+    print(f"ingest kills: {outcomes}; {partial} left some videos committed and others not")
