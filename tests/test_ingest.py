@@ -94,6 +94,17 @@ def test_manifest_errors_name_the_file_row_and_field(tmp_path: Path, text: str, 
     assert r.exit_code == 2 and "error:" in r.output and "Traceback" not in r.output
 
 
+def test_bad_detector_or_checkpoint_stop_before_any_work(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    (tmp_path / "a.mp4").touch()
+    manifest = write_manifest(tmp_path / "m.yaml", [{"path": "a.mp4", "camera": 1, "modality": "ir", "start": "2026-12-01"}])
+    base = ["ingest", str(manifest), "--store", str(tmp_path / "s"), "--workers", "0"]
+    r = CliRunner().invoke(app, [*base, "--checkpoint", str(tiny_checkpoint), "--detector", "darknet:no.cfg:no.weights"])
+    assert r.exit_code == 2 and "no.cfg" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(app, [*base, "--checkpoint", str(tmp_path / "none.pt"), "--detector", "hog"])
+    assert r.exit_code == 2 and "none.pt: no such checkpoint" in r.output
+    assert not (tmp_path / "s").exists()
+
+
 # -- capture times, end to end --------------------------------------------------------------------------------------
 @needs_footage
 def test_ingest_search_and_serve_by_capture_time(clips: list[Path], tiny_checkpoint: Path, tmp_path: Path) -> None:

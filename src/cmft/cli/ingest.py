@@ -32,7 +32,7 @@ def ingest_cmd(
     them to the gallery with their capture times, one commit per video. Re-running skips the videos already in the
     gallery, so a killed ingest is finished by running it again. Exit code 0 only when no video failed."""
     from cmft.devices import resolve_device
-    from cmft.ingest import IngestManifestError, IngestSettings, ingest, read_manifest
+    from cmft.ingest import IngestManifestError, IngestSettings, read_manifest
     from cmft.search.gallery import IndexFormatError, is_milvus
 
     try:
@@ -58,13 +58,26 @@ def ingest_cmd(
         crops = Path(f"{store}.crops") if is_milvus(store) else Path(store) / "crops"
     settings = IngestSettings(str(checkpoint.resolve()), detector, str(crops.resolve()), device=dev, threads=threads,
                               batch_size=batch_size, tracker=tracker)
-    gallery = _open_gallery(settings, store)
+    pool = None
+    if workers > 0:  # Ray and its actors start now: their start-up overlaps the checks and the gallery's opening below
+        from cmft.ingest.runner import RayWorkers
+
+        try:
+            pool = RayWorkers(settings, min(workers, len(rows)), address)
+        except (RuntimeError, ConnectionError, ValueError) as e:
+            _fail(f"Ray: {e}")
     try:
-        summary = _run(rows, settings, gallery, workers, address, as_json)
-    except (IndexFormatError, ValueError, RuntimeError) as e:
-        _fail(str(e))
+        _check_detector(settings)
+        gallery = _open_gallery(settings, store)
+        try:
+            summary = _run(rows, settings, gallery, pool, as_json)
+        except (IndexFormatError, ValueError, RuntimeError) as e:
+            _fail(str(e))
+        finally:
+            gallery.close()
     finally:
-        gallery.close()
+        if pool is not None:
+            pool.close()
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
@@ -77,6 +90,16 @@ def ingest_cmd(
             err.print(f"failed: {f['path']}: {f['error']}")
     if summary["failed"]:
         raise typer.Exit(code=1)
+
+
+def _check_detector(settings: Any) -> None:
+    """Build the detector once here, so that a bad spec or missing weights stop the command before any worker starts."""
+    from cmft.tracking.detectors import DetectorError, build_detector
+
+    try:
+        build_detector(settings.detector, conf=settings.conf, nms=settings.nms, device=settings.device)
+    except (DetectorError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
 
 
 def _open_gallery(settings: Any, store: str) -> Any:
@@ -92,8 +115,14 @@ def _open_gallery(settings: Any, store: str) -> Any:
         _fail(str(e))
 
 
-def _run(rows: list, settings: Any, gallery: Any, workers: int, address: str | None, quiet: bool) -> dict[str, Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _run(rows: list, settings: Any, gallery: Any, pool: Any, quiet: bool) -> dict[str, Any]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from cmft.ingest import ingest
 
@@ -104,7 +133,7 @@ def _run(rows: list, settings: Any, gallery: Any, workers: int, address: str | N
         def update(res: dict, done: int, total: int, fps: float) -> None:
             p.update(task, completed=done, rate=f"{fps:6.1f} frames/s across workers")
 
-        return ingest(rows, settings, gallery, workers=workers, address=address, progress=update)
+        return ingest(rows, settings, gallery, workers=0, progress=update, pool=pool)
 
 
 def _table(summary: dict[str, Any]) -> Table:

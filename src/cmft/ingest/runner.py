@@ -51,10 +51,11 @@ class Ledger:
 
 
 def ingest(rows: Sequence[VideoRow], settings: IngestSettings, store: Any, workers: int = 1, address: str | None = None,
-           progress: Progress | None = None) -> dict[str, Any]:
-    """Process every video of ``rows`` not yet in ``store`` and commit each one's tracklets; ``workers`` Ray actors
-    (``0``: this process, no Ray). Returns the summary of the public interface (``videos``, ``failed``,
-    ``tracklets``, ``frames``, ``seconds``, ``per_video``)."""
+           progress: Progress | None = None, pool: RayWorkers | None = None) -> dict[str, Any]:
+    """Process every video of ``rows`` not yet in ``store`` and commit each one's tracklets: on ``pool`` (Ray
+    actors started by the caller), else on ``workers`` new Ray actors (``0``: in this process, no Ray). Returns the
+    summary of the public interface (``videos``, ``failed``, ``tracklets``, ``frames``, ``seconds``,
+    ``per_video``)."""
     from cmft.search.indexing import commit_items
 
     t0 = time.perf_counter()
@@ -91,8 +92,19 @@ def ingest(rows: Sequence[VideoRow], settings: IngestSettings, store: Any, worke
         if progress is not None:
             progress(results[row], len(results), len(rows), frames_done / max(time.perf_counter() - t0, 1e-9))
 
-    for res in (_plain(todo, settings) if workers == 0 else _ray(todo, settings, workers, address)):
-        finish(res)
+    if pool is not None:
+        for res in pool.run(todo):
+            finish(res)
+    elif workers == 0:
+        for res in _plain(todo, settings):
+            finish(res)
+    elif todo:
+        own = RayWorkers(settings, min(workers, len(todo)), address)
+        try:
+            for res in own.run(todo):
+                finish(res)
+        finally:
+            own.close()
     per_video = [results[r.row] for r in rows]
     failed = [v for v in per_video if v["status"] == "failed"]
     return {
@@ -100,7 +112,7 @@ def ingest(rows: Sequence[VideoRow], settings: IngestSettings, store: Any, worke
         "tracklets": sum(v["tracklets"] for v in per_video if v["status"] == "ok"),
         "frames": sum(v["frames"] for v in per_video), "seconds": time.perf_counter() - t0,
         "video_seconds": sum(v.get("video_seconds", 0.0) for v in per_video),
-        "workers": workers,
+        "workers": len(pool.actors) if pool is not None else workers,
         "per_video": [{k: v.get(k) for k in ("path", "camera", "modality", "frames", "tracklets", "seconds", "status")}
                       | ({"error": v["error"]} if v["status"] == "failed" else {}) for v in per_video],
     }
@@ -115,36 +127,56 @@ def _plain(todo: Sequence[VideoRow], settings: IngestSettings) -> Iterator[dict[
         yield processor.process(row)
 
 
-def _ray(todo: Sequence[VideoRow], settings: IngestSettings, workers: int, address: str | None) -> Iterator[dict[str, Any]]:
-    """The videos over ``workers`` Ray actors, results as they finish. A local Ray is started (and stopped) unless
-    ``address`` joins a running cluster; each actor asks for ``settings.threads`` CPUs and, on CUDA, its share of
-    the GPUs, so the scheduler spreads actors over the nodes that have them."""
-    if not todo:
-        return
-    try:
-        import ray
-        from ray.util import ActorPool
-    except ImportError:
-        raise RuntimeError("Ray is not installed: pip install 'cmft[ingest]', or run with --workers 0 (no Ray)") from None
+class RayWorkers:
+    """``workers`` Ray actors, each a :class:`VideoProcessor`. A local Ray is started (and stopped by :meth:`close`)
+    unless ``address`` joins a running cluster; each actor asks for ``settings.threads`` CPUs and, on CUDA, its share
+    of the GPUs, so the scheduler spreads actors over the nodes that have them. The actors start loading their
+    model at once: create this early and the start-up overlaps the driver's own."""
 
-    started = not ray.is_initialized()
-    if started:
-        local = {} if address else {"num_cpus": max(os.cpu_count() or 1, workers * settings.threads)}
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False, **local)
-    try:
-        gpus = ray.cluster_resources().get("GPU", 0) if settings.device.startswith("cuda") else 0
-        per_gpu = min(1.0, gpus / workers) if gpus else 0
-        if settings.device.startswith("cuda") and not gpus:
-            raise RuntimeError("--device cuda: the Ray cluster has no GPU")
-        actor = ray.remote(num_cpus=settings.threads, num_gpus=per_gpu)(_Actor)
-        pool = ActorPool([actor.remote(settings) for _ in range(min(workers, len(todo)))])
-        for row in todo:
+    def __init__(self, settings: IngestSettings, workers: int, address: str | None = None) -> None:
+        for var in ("RAY_task_events_report_interval_ms", "RAY_enable_metrics_collection", "RAY_event_stats"):
+            os.environ.setdefault(var, "0")  # read by Ray at import: no task history or metrics to collect here
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        try:
+            import ray
+        except ImportError:
+            raise RuntimeError("Ray is not installed: pip install 'cmft[ingest]', or run with --workers 0 (no Ray)") from None
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            local = {} if address else {"num_cpus": max(os.cpu_count() or 1, workers * settings.threads)}
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False, **local)
+        try:
+            gpus = ray.cluster_resources().get("GPU", 0) if settings.device.startswith("cuda") else 0
+            if settings.device.startswith("cuda") and not gpus:
+                raise RuntimeError("--device cuda: the Ray cluster has no GPU")
+            actor = ray.remote(num_cpus=settings.threads, num_gpus=min(1.0, gpus / workers) if gpus else 0)(_Actor)
+            self.actors = [actor.remote(settings) for _ in range(workers)]
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, todo: Sequence[VideoRow]) -> Iterator[dict[str, Any]]:
+        """The results of ``todo``, as they finish."""
+        from ray.util import ActorPool
+
+        pool = ActorPool(self.actors)
+        for row in sorted(todo, key=_size, reverse=True):  # longest first: the last video to finish is a short one
             pool.submit(lambda a, r: a.process.remote(r), row)
         while pool.has_next():
             yield pool.get_next_unordered()
-    finally:
-        if started:
-            ray.shutdown()
+
+    def close(self) -> None:
+        if self.started and self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+def _size(row: VideoRow) -> int:
+    """A video's bytes on disk (a frame folder's files together): the cost estimate that orders the work."""
+    try:
+        return row.path.stat().st_size if row.path.is_file() else sum(f.stat().st_size for f in row.path.iterdir())
+    except OSError:
+        return 0
 
 
 class _Actor:

@@ -89,7 +89,13 @@ class VideoProcessor:
         import numpy as np
 
         from cmft.search.indexing import embed_items
-        from cmft.tracking.export import SourceExport, export_dataset, export_every, manifest_tracklets, plan_tracklets
+        from cmft.tracking.export import (
+            SourceExport,
+            export_dataset,
+            export_every,
+            manifest_tracklets,
+            plan_tracklets,
+        )
         from cmft.tracking.pipeline import build_pipeline, track_video
         from cmft.tracking.video import open_video
 
