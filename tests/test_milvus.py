@@ -42,6 +42,8 @@ def test_api_matches_the_folder_store(tmp_path: Path) -> None:
         assert [[i for i, _ in r] for r in a] == [[by_id[i] for i, _ in r] for r in b], kw
         assert np.allclose([[s for _, s in r] for r in a], [[s for _, s in r] for r in b], atol=1e-5)
     assert mil.entry(key_id("k7"))["key"] == "k7" and mil.find("k7") == key_id("k7") and mil.find("nope") is None
+    for prefix in ("k1", "k", "k_", "k%", "x'", "k5"):  # what `cmft ingest` asks to find a video's tracklets
+        assert mil.count_prefix(prefix) == store.count_prefix(prefix) == sum(f"k{i}".startswith(prefix) for i in range(60))
     with pytest.raises(IndexFormatError, match="already in the gallery"):
         mil.add(x[:1], _entries(1))
     assert mil.delete(keys=["k1"], before="2026-11-03") == 1 + sum(1 for i in range(60) if i % 28 < 2 and i != 1)

@@ -31,6 +31,10 @@ def ingest_cmd(
     """Ingest a day of camera videos: decode, detect, track and export each video, embed its tracklets and append
     them to the gallery with their capture times, one commit per video. Re-running skips the videos already in the
     gallery, so a killed ingest is finished by running it again. Exit code 0 only when no video failed."""
+    from cmft.ingest.worker import thread_env
+
+    for var, value in thread_env(threads).items():  # before NumPy, torch and OpenCV load: --workers 0 works here
+        os.environ.setdefault(var, value)
     from cmft.devices import resolve_device
     from cmft.ingest import IngestManifestError, IngestSettings, read_manifest
     from cmft.search.gallery import IndexFormatError, is_milvus
@@ -58,26 +62,39 @@ def ingest_cmd(
         crops = Path(f"{store}.crops") if is_milvus(store) else Path(store) / "crops"
     settings = IngestSettings(str(checkpoint.resolve()), detector, str(crops.resolve()), device=dev, threads=threads,
                               batch_size=batch_size, tracker=tracker)
-    pool = None
-    if workers > 0:  # Ray and its actors start now: their start-up overlaps the checks and the gallery's opening below
-        from cmft.ingest.runner import RayWorkers
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
+    # the driver's own start (detector check, model fingerprint, opening the gallery: mostly imports and loading)
+    # runs in a thread while Ray starts and its actors load their models: the two waits overlap. The gallery (LanceDB,
+    # whose runtime does not survive a fork) is opened only once Ray has forked its processes.
+    ray_started = threading.Event()
+    with ThreadPoolExecutor(1) as ex:
+        opening = ex.submit(_prepare, settings, store, ray_started)
+        pool = None
         try:
-            pool = RayWorkers(settings, min(workers, len(rows)), address)
-        except (RuntimeError, ConnectionError, ValueError) as e:
-            _fail(f"Ray: {e}")
-    try:
-        _check_detector(settings)
-        gallery = _open_gallery(settings, store)
-        try:
-            summary = _run(rows, settings, gallery, pool, as_json)
-        except (IndexFormatError, ValueError, RuntimeError) as e:
-            _fail(str(e))
+            if workers > 0:
+                from cmft.ingest.runner import RayWorkers
+
+                try:
+                    pool = RayWorkers(settings, min(workers, len(rows)), address)
+                except (RuntimeError, ConnectionError, ValueError) as e:
+                    _fail(f"Ray: {e}")
+                finally:
+                    ray_started.set()
+            ray_started.set()
+            gallery = opening.result()
+            if isinstance(gallery, str):
+                _fail(gallery)
+            try:
+                summary = _run(rows, settings, gallery, pool, as_json)
+            except (IndexFormatError, ValueError, RuntimeError) as e:
+                _fail(str(e))
+            finally:
+                gallery.close()
         finally:
-            gallery.close()
-    finally:
-        if pool is not None:
-            pool.close()
+            if pool is not None:
+                pool.close()
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
@@ -92,27 +109,21 @@ def ingest_cmd(
         raise typer.Exit(code=1)
 
 
-def _check_detector(settings: Any) -> None:
-    """Build the detector once here, so that a bad spec or missing weights stop the command before any worker starts."""
+def _prepare(settings: Any, store: str, ray_started: Any) -> Any:
+    """The gallery (created for this model if new, opened once ``ray_started`` is set) after building the detector
+    once, so that a bad spec or missing weights stop the command before any work; or the error message."""
+    from cmft.inference import Extractor
+    from cmft.search.gallery import IndexFormatError
+    from cmft.search.indexing import open_index
     from cmft.tracking.detectors import DetectorError, build_detector
 
     try:
         build_detector(settings.detector, conf=settings.conf, nms=settings.nms, device=settings.device)
-    except (DetectorError, ValueError, FileNotFoundError) as e:
-        _fail(str(e))
-
-
-def _open_gallery(settings: Any, store: str) -> Any:
-    """The gallery (created for this model if new), or a clear exit."""
-    from cmft.inference import Extractor
-    from cmft.search.gallery import IndexFormatError
-    from cmft.search.indexing import open_index
-
-    try:
         ex = Extractor(settings.checkpoint, device="cpu", batch_size=1)
+        ray_started.wait()
         return open_index(store, ex, "flat", {"checkpoint": settings.checkpoint})
-    except (IndexFormatError, FileNotFoundError, ValueError, RuntimeError) as e:
-        _fail(str(e))
+    except (DetectorError, IndexFormatError, FileNotFoundError, ValueError, RuntimeError) as e:
+        return str(e)
 
 
 def _run(rows: list, settings: Any, gallery: Any, pool: Any, quiet: bool) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cmft.ingest.manifest import VideoRow
-from cmft.ingest.worker import IngestSettings, VideoProcessor, video_folder
+from cmft.ingest.worker import IngestSettings, VideoProcessor, thread_env, video_folder
 
 LEDGER = "ingested.jsonl"
 Progress = Callable[[dict[str, Any], int, int, float], None]  # (video result, videos done, total, frames/s so far)
@@ -150,21 +150,41 @@ class RayWorkers:
             gpus = ray.cluster_resources().get("GPU", 0) if settings.device.startswith("cuda") else 0
             if settings.device.startswith("cuda") and not gpus:
                 raise RuntimeError("--device cuda: the Ray cluster has no GPU")
-            actor = ray.remote(num_cpus=settings.threads, num_gpus=min(1.0, gpus / workers) if gpus else 0)(_Actor)
-            self.actors = [actor.remote(settings) for _ in range(workers)]
+            self.settings = settings
+            # the thread caps must be in each actor's environment before it imports anything. A local Ray's workers
+            # inherit this process's environment (`cmft ingest` sets them first), so they need no runtime
+            # environment, which would keep Ray from reusing its pre-started workers; a cluster's workers get one.
+            env = thread_env(settings.threads)
+            inherited = not address and all(os.environ.get(k) == v for k, v in env.items())
+            self.actor_class = ray.remote(num_cpus=settings.threads, num_gpus=min(1.0, gpus / workers) if gpus else 0,
+                                          **({} if inherited else {"runtime_env": {"env_vars": env}}))(_Actor)
+            self.actors = [self.actor_class.remote(settings) for _ in range(workers)]
         except BaseException:
             self.close()
             raise
 
     def run(self, todo: Sequence[VideoRow]) -> Iterator[dict[str, Any]]:
-        """The results of ``todo``, as they finish."""
-        from ray.util import ActorPool
-
-        pool = ActorPool(self.actors)
-        for row in sorted(todo, key=_size, reverse=True):  # longest first: the last video to finish is a short one
-            pool.submit(lambda a, r: a.process.remote(r), row)
-        while pool.has_next():
-            yield pool.get_next_unordered()
+        """The results of ``todo``, as they finish, longest videos first (the last to finish is then a short one).
+        A worker that dies (killed, out of memory) fails its video by name and is replaced; the rest carries on."""
+        ray = self.ray
+        queue = sorted(todo, key=_size, reverse=True)
+        idle, running = list(self.actors), {}
+        while queue or running:
+            while queue and idle:
+                actor, row = idle.pop(), queue.pop(0)
+                running[actor.process.remote(row)] = (actor, row)
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            actor, row = running.pop(ref)
+            try:
+                yield ray.get(ref)
+            except ray.exceptions.RayError as e:  # the actor is gone: this video fails, a fresh actor takes its place
+                self.actors.remove(actor)
+                actor = self.actor_class.remote(self.settings)
+                self.actors.append(actor)
+                yield {**row.as_dict(), "video_id": row.video_id, "frames": 0, "video_seconds": 0.0, "tracklets": 0,
+                       "items": [], "embeddings": None, "seconds": 0.0, "status": "failed",
+                       "error": f"the worker processing it died: {str(e).strip().splitlines()[0][:300]}"}
+            idle.append(actor)
 
     def close(self) -> None:
         if self.started and self.ray.is_initialized():

@@ -44,6 +44,14 @@ class IngestSettings:
                 "min_len": self.min_len, "ingest": True}
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # read when those libraries load
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment that caps every BLAS/OpenMP pool of a worker process at ``threads``."""
+    return {var: str(max(1, threads)) for var in THREAD_VARS}
+
+
 def video_folder(settings: IngestSettings, row: VideoRow) -> Path:
     """Where a video's crops go; every tracklet key of the video starts with this folder's path and a slash."""
     return Path(settings.crops).resolve() / row.folder_name
@@ -64,6 +72,13 @@ class VideoProcessor:
         self.settings = settings
         torch.set_num_threads(max(1, settings.threads))
         cv2.setNumThreads(max(1, settings.threads))
+        # BLAS and OpenMP pools (NumPy, SciPy, GSI's scikit-learn) at the worker's CPUs: loaded first, then limited.
+        # Unlimited, their spinning threads cost two workers on two cores 2.6x each (measured); :data:`THREAD_VARS`
+        # in the environment before any import (what `cmft ingest` and its Ray actors do) is the sure way.
+        import boxmot.postprocessing.gsi  # noqa: F401
+        from threadpoolctl import threadpool_limits
+
+        self._limits = threadpool_limits(max(1, settings.threads))
         import boxmot.utils  # noqa: F401 - boxmot sets its logger up at import: quiet it after
 
         logging.getLogger("boxmot").setLevel(logging.WARNING)
