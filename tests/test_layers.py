@@ -17,6 +17,8 @@ FORBIDDEN = {
     "models": {"engine", "evaluation", "inference", "cli", "serve", "search"},
     "losses": {"engine", "evaluation", "inference", "cli", "serve", "search"},
     "data": {"engine", "models", "losses", "evaluation", "inference", "cli", "serve", "search"},
+    "ingest": {"engine", "cli", "serve"},
+    "tracking": {"engine", "cli", "serve", "ingest"},
 }
 
 

@@ -63,7 +63,7 @@ class SourceExport:
     start: str | None = None  # ISO 8601 capture time of the video's first frame
 
 
-def read_manifest(root: str | Path) -> dict | None:
+def read_export_manifest(root: str | Path) -> dict | None:
     """The ``manifest.json`` of a ``cmft track`` export (format :data:`MANIFEST_FORMAT`), or ``None`` when the folder
     has none or it is another file of that name; invalid JSON is an :class:`ExportError` naming the file."""
     path = Path(root) / MANIFEST
@@ -97,7 +97,7 @@ def manifest_tracklets(root: str | Path) -> list[dict]:
     ``modality``, ``pid``, and what the manifest says of its source: ``video``, ``video_frames``, ``label``,
     ``seconds`` into the video, ``time`` (``video#frame``) and, when the source had a start time, ``captured``
     (ISO 8601). ``[]`` for a folder without a manifest."""
-    manifest = read_manifest(root)
+    manifest = read_export_manifest(root)
     if manifest is None:
         return []
     root = Path(root)
@@ -250,7 +250,7 @@ def _existing(root: Path) -> tuple[dict, dict[str, list[str]], set[int]]:
     _finish_commit(root)
     manifest = {"format": MANIFEST_FORMAT, "runs": [], "tracklets": []}
     if (root / MANIFEST).is_file():
-        found = read_manifest(root)
+        found = read_export_manifest(root)
         if found is None:
             raise ExportError(f"{root / MANIFEST}: not a {MANIFEST_FORMAT!r} manifest; refusing to append to this folder")
         manifest = found
