@@ -478,8 +478,9 @@ def test_ingest_killed_anywhere_reruns_to_the_uninterrupted_gallery(tiny_checkpo
     seconds = time.perf_counter() - t0
     want = contents(ref)
     videos = {v[0] for v in want.values()}
+    per_video = (seconds - startup) / len(clips)
     assert len(videos) >= 3, want.keys()  # most videos give tracklets (one may give none: the ledger covers it)
-    per_video = {v: {k for k, x in want.items() if x[0] == v} for v in videos}
+    keys_of = {v: {k for k, x in want.items() if x[0] == v} for v in videos}
 
     rng = random.Random(4)
     store, runs, partial = tmp_path / "store0", 0, 0
@@ -487,23 +488,33 @@ def test_ingest_killed_anywhere_reruns_to_the_uninterrupted_gallery(tiny_checkpo
         if sum(not o.startswith("after it finished") for o in outcomes) >= INGEST_KILLS:
             break
         workers = 2 if attempt % 3 == 2 else 0
-        spawned = time.perf_counter()
+        # a seeded moment of the work: after a random number of this run's video commits (the ledger's lines),
+        # then a random part of one video's time; with no commit to wait for, after the start-up
+        ledger = store / "crops" / "ingested.jsonl"
+        committed = len(ledger.read_text().splitlines()) if ledger.is_file() else 0
+        target = committed + rng.randrange(0, len(clips) - committed) if committed < len(clips) else committed  # a line a video
         proc = subprocess.Popen(cmd(store, workers), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
-        ray_start = 6.0 if workers else 0.0  # Ray's start and its actors' imports come before the first video
-        left = 1 - len(contents(store)) / len(want)  # a re-run has only the uncommitted videos to do
-        delay = rng.uniform(0.9 * startup, startup + left * (seconds - startup)) + ray_start  # mostly in the work
-        while proc.poll() is None and time.perf_counter() < spawned + delay:
-            time.sleep(0.01)
+        spawned = time.perf_counter()
+        while proc.poll() is None and (len(ledger.read_text().splitlines()) if ledger.is_file() else 0) < target:
+            time.sleep(0.005)
+        if target == committed:  # after the start-up (Ray's too), within this run's first videos
+            delay = 0.9 * startup + (6.0 if workers else 0.0) + rng.uniform(0, 3 * per_video)
+        else:  # within the video after the target-th commit
+            delay = rng.uniform(0, per_video)
+        deadline = time.perf_counter() + delay
+        while proc.poll() is None and time.perf_counter() < deadline:
+            time.sleep(0.005)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            outcomes.append(f"at {delay:.1f}s with {workers} Ray workers")
+            outcomes.append(f"after {target - committed} commits + {delay:.1f}s ({time.perf_counter() - spawned:.1f}s in), "
+                            f"{workers} Ray workers")
         else:
             outcomes.append("after it finished")
         got = contents(store)
         same(got, set(got))  # every entry is the uninterrupted run's
-        for v, keys in per_video.items():  # whole videos only
+        for v, keys in keys_of.items():  # whole videos only
             assert not (set(got) & keys) or keys <= set(got), (v, outcomes)
         outcomes[-1] += f" ({len(got)} of {len(want)} tracklets)"
         if 0 < len(got) < len(want):
