@@ -68,9 +68,9 @@ def ingest_cmd(
     # the driver's own start (detector check, model fingerprint, opening the gallery: mostly imports and loading)
     # runs in a thread while Ray starts and its actors load their models: the two waits overlap. The gallery (LanceDB,
     # whose runtime does not survive a fork) is opened only once Ray has forked its processes.
-    ray_started = threading.Event()
+    ray_started, ray_failed = threading.Event(), threading.Event()
     with ThreadPoolExecutor(1) as ex:
-        opening = ex.submit(_prepare, settings, store, ray_started)
+        opening = ex.submit(_prepare, settings, store, ray_started, ray_failed)
         pool = None
         try:
             if workers > 0:
@@ -79,6 +79,7 @@ def ingest_cmd(
                 try:
                     pool = RayWorkers(settings, min(workers, len(rows)), address)
                 except (RuntimeError, ConnectionError, ValueError) as e:
+                    ray_failed.set()  # the gallery is then left alone
                     _fail(f"Ray: {e}")
                 finally:
                     ray_started.set()
@@ -109,7 +110,7 @@ def ingest_cmd(
         raise typer.Exit(code=1)
 
 
-def _prepare(settings: Any, store: str, ray_started: Any) -> Any:
+def _prepare(settings: Any, store: str, ray_started: Any, ray_failed: Any) -> Any:
     """The gallery (created for this model if new, opened once ``ray_started`` is set) after building the detector
     once, so that a bad spec or missing weights stop the command before any work; or the error message."""
     from cmft.inference import Extractor
@@ -121,6 +122,8 @@ def _prepare(settings: Any, store: str, ray_started: Any) -> Any:
         build_detector(settings.detector, conf=settings.conf, nms=settings.nms, device=settings.device)
         ex = Extractor(settings.checkpoint, device="cpu", batch_size=1)
         ray_started.wait()
+        if ray_failed.is_set():
+            return "Ray did not start"
         return open_index(store, ex, "flat", {"checkpoint": settings.checkpoint})
     except (DetectorError, IndexFormatError, FileNotFoundError, ValueError, RuntimeError) as e:
         return str(e)
