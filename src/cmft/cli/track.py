@@ -7,7 +7,6 @@ Both build the same pipeline (detector -> appearance -> tracker -> optional GSI)
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,21 +58,13 @@ def _frame_progress(description: str) -> Iterator[Any]:
         yield update
 
 
-def _quiet_libraries() -> None:
-    # boxmot configures its logger at import and logs every tracker's settings at INFO; keep the terminal
-    # for our progress and results (import first, or its configuration would reset the level)
-    import boxmot.utils  # noqa: F401
-
-    logging.getLogger("boxmot").setLevel(logging.WARNING)
-
-
 def _pipeline(detector: str, conf: float, nms: float, input_size: int | None, tracker: str, cmc: str,
               appearance: str, max_cos_dist: float | None, modality: str, fps: float, device: str) -> tuple[Any, Any, Any]:
     """Detector, tracker and embedder from the command line, or a clear error exit."""
     from cmft.tracking.detectors import DetectorError
-    from cmft.tracking.pipeline import build_pipeline
+    from cmft.tracking.pipeline import build_pipeline, quiet_boxmot
 
-    _quiet_libraries()
+    quiet_boxmot()
     try:
         return build_pipeline(detector, modality, fps, conf=conf, nms=nms, input_size=input_size, tracker=tracker,
                               cmc=cmc, appearance=appearance, max_cos_dist=max_cos_dist, device=device)

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from cmft.ingest.manifest import VideoRow
-from cmft.ingest.worker import IngestSettings, VideoProcessor, thread_env, video_folder
+from cmft.ingest.worker import (
+    IngestSettings,
+    VideoProcessor,
+    failed_result,
+    thread_env,
+    video_folder,
+)
 
 LEDGER = "ingested.jsonl"
 Progress = Callable[[dict[str, Any], int, int, float], None]  # (video result, videos done, total, frames/s so far)
@@ -181,9 +187,7 @@ class RayWorkers:
                 self.actors.remove(actor)
                 actor = self.actor_class.remote(self.settings)
                 self.actors.append(actor)
-                yield {**row.as_dict(), "video_id": row.video_id, "frames": 0, "video_seconds": 0.0, "tracklets": 0,
-                       "items": [], "embeddings": None, "seconds": 0.0, "status": "failed",
-                       "error": f"the worker processing it died: {str(e).strip().splitlines()[0][:300]}"}
+                yield failed_result(row, f"the worker processing it died: {str(e).strip().splitlines()[0][:300]}")
             idle.append(actor)
 
     def close(self) -> None:

@@ -61,13 +61,12 @@ class VideoProcessor:
     """Builds the model and the detector once; :meth:`process` turns one video into embedded tracklets."""
 
     def __init__(self, settings: IngestSettings) -> None:
-        import logging
-
         import cv2
         import torch
 
         from cmft.inference import Extractor
         from cmft.tracking.detectors import build_detector
+        from cmft.tracking.pipeline import quiet_boxmot
 
         self.settings = settings
         torch.set_num_threads(max(1, settings.threads))
@@ -79,9 +78,7 @@ class VideoProcessor:
         from threadpoolctl import threadpool_limits
 
         self._limits = threadpool_limits(max(1, settings.threads))
-        import boxmot.utils  # noqa: F401 - boxmot sets its logger up at import: quiet it after
-
-        logging.getLogger("boxmot").setLevel(logging.WARNING)
+        quiet_boxmot()
         self.extractor = Extractor(settings.checkpoint, device=settings.device, batch_size=settings.batch_size)
         self.detector = build_detector(settings.detector, conf=settings.conf, nms=settings.nms, device=settings.device)
 
@@ -89,14 +86,11 @@ class VideoProcessor:
         """The video's result: ``status`` ``ok`` with its ``items`` (entries) and ``embeddings``, or ``failed`` with
         the ``error``; ``frames`` processed, ``video_seconds`` of footage, ``seconds`` of work."""
         t0 = time.perf_counter()
-        out: dict[str, Any] = {**row.as_dict(), "video_id": row.video_id, "frames": 0, "video_seconds": 0.0,
-                               "tracklets": 0, "items": [], "embeddings": None}
         try:
-            out.update(self._process(row))
-            out["status"] = "ok"
+            out = {**failed_result(row, ""), **self._process(row), "status": "ok"}
+            out.pop("error")
         except Exception as e:  # noqa: BLE001 - one bad video is reported by name and the rest carries on
-            out["status"] = "failed"
-            out["error"] = _reason(e)
+            out = failed_result(row, _reason(e))
         out["seconds"] = time.perf_counter() - t0
         return out
 
@@ -138,6 +132,12 @@ class VideoProcessor:
             items.append({**t, "key": frames[0], "frames": frames, "source": frames[0], "pid": None, "track": t["pid"],
                           "dataset": "ingest", "video_id": row.video_id})
         return {**result, "tracklets": len(items), "items": items, "embeddings": embed_items(self.extractor, items)}
+
+
+def failed_result(row: VideoRow, error: str) -> dict[str, Any]:
+    """The result of a video that gave nothing: ``status`` ``failed`` with the ``error``."""
+    return {**row.as_dict(), "video_id": row.video_id, "frames": 0, "video_seconds": 0.0, "tracklets": 0, "items": [],
+            "embeddings": None, "seconds": 0.0, "status": "failed", "error": error}
 
 
 def _reason(e: BaseException) -> str:

@@ -61,6 +61,16 @@ class TrackingRun:
         return (self.frames + 1).tolist(), dets, tracks
 
 
+def quiet_boxmot() -> None:
+    """boxmot configures its logger at import and logs every tracker's settings at INFO: keep a terminal (or a
+    worker's log) for progress and results. Imports boxmot first, or its configuration would reset the level."""
+    import logging
+
+    import boxmot.utils  # noqa: F401
+
+    logging.getLogger("boxmot").setLevel(logging.WARNING)
+
+
 def build_pipeline(
     detector: str | Callable[[np.ndarray], np.ndarray], modality: str, fps: float, *, conf: float = 0.5, nms: float = 0.45,
     input_size: int | None = None, tracker: str = "strongsort", cmc: str = "none", appearance: str = "histogram",
